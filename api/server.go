@@ -1,0 +1,119 @@
+// Package api serves the Amazon EBS direct APIs over HTTP on top of a cas store.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ebsd/ebsd/cas"
+)
+
+// Store is what the API needs of the block store and catalog.
+type Store interface {
+	StartSnapshot(ctx context.Context, p cas.StartParams) (cas.Snapshot, error)
+	PutBlock(ctx context.Context, owner, id string, index int64, data []byte, claimed cas.Digest) error
+	CompleteSnapshot(ctx context.Context, owner, id string, changedBlocks int64, aggregate *cas.Digest) (cas.Status, error)
+	Snapshot(ctx context.Context, owner, id string) (cas.Snapshot, error)
+}
+
+// Config configures the API.
+type Config struct {
+	// OwnerID is the 12-digit account every request acts as, until signatures are verified.
+	OwnerID string
+	// Region is used when a request carries no SigV4 credential scope.
+	Region string
+	Logger *slog.Logger
+}
+
+// Server is the HTTP handler of the EBS direct APIs.
+type Server struct {
+	store Store
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+	bufs  sync.Pool // *[]byte of BlockSize, for request bodies
+}
+
+// New returns the API handler.
+func New(store Store, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{store: store, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.bufs.New = func() any { b := make([]byte, cas.BlockSize); return &b }
+	s.mux.HandleFunc("POST /snapshots", s.startSnapshot)
+	s.mux.HandleFunc("PUT /snapshots/{id}/blocks/{index}", s.putSnapshotBlock)
+	s.mux.HandleFunc("POST /snapshots/completion/{id}", s.completeSnapshot)
+	s.mux.HandleFunc("/", s.unknownOperation)
+	return s
+}
+
+// requestInfo travels in the request context so handlers can add what the access log
+// line should carry.
+type requestInfo struct {
+	id       string
+	snapshot string
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) *requestInfo {
+	if ri, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		return ri
+	}
+	return &requestInfo{}
+}
+
+// ServeHTTP gives every request an id (x-amzn-RequestId) and one log line.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ri := &requestInfo{id: newRequestID()}
+	w.Header().Set("x-amzn-RequestId", ri.id)
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
+	level := slog.LevelInfo
+	if sw.status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.Log(r.Context(), level, "request",
+		"request_id", ri.id, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
+		"status", sw.status, "error_type", sw.Header().Get("x-amzn-ErrorType"),
+		"duration_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+func (s *Server) unknownOperation(w http.ResponseWriter, r *http.Request) {
+	writeError(w, &Error{Status: http.StatusNotFound, Type: "UnknownOperationException",
+		Message: fmt.Sprintf("no EBS direct API operation at %s %s", r.Method, r.URL.Path)})
+}
+
+// fail writes e, logging the underlying error of internal failures.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := fromStore(err)
+	if e.Status >= 500 {
+		s.log.Error("request failed", "request_id", info(r).id, "snapshot", info(r).snapshot, "err", err)
+	}
+	writeError(w, e)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

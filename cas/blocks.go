@@ -1,0 +1,185 @@
+package cas
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// PutBlock writes one block at index of a pending snapshot. claimed is the checksum the
+// client sent; it is verified against the data, and the verified digest is the block's
+// key, so every block is hashed exactly once. An all-zero block is recorded under
+// ZeroDigest and costs no stored bytes. When PutBlock returns nil the block survives a
+// crash of the process (not yet power loss: see CompleteSnapshot).
+func (s *Store) PutBlock(ctx context.Context, owner, id string, index int64, data []byte, claimed Digest) error {
+	if len(data) != BlockSize {
+		return fmt.Errorf("cas: block is %d bytes, want %d", len(data), BlockSize)
+	}
+	e, err := s.lookup(owner, id)
+	if err != nil {
+		return err
+	}
+	if err := s.expireIfIdle(ctx, e); err != nil {
+		return err
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.rec.Status != StatusPending {
+		return fmt.Errorf("%w: %s is %s", ErrNotPending, id, e.rec.Status)
+	}
+	if index < 0 || index >= e.rec.Blocks() {
+		return fmt.Errorf("%w: index %d, volume of %d GiB has blocks 0 to %d", ErrBlockOutOfRange, index, e.rec.VolumeSize, e.rec.Blocks()-1)
+	}
+	d := ZeroDigest
+	if !bytes.Equal(data, s.zero) { // a zero check runs far faster than SHA-256
+		d = Sum(data)
+	}
+	if d != claimed {
+		return fmt.Errorf("%w: computed %s, request says %s", ErrChecksumMismatch, d.Base64(), claimed.Base64())
+	}
+	if err := s.writeBlock(id, index, d, data); err != nil {
+		return err
+	}
+	e.lastActive.Store(s.clock.Now().UnixNano())
+	return nil
+}
+
+// writeBlock stores the block (unless it is zero or already stored) and points the
+// snapshot's map entry at it, in one commit.
+func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error {
+	var (
+		bk   []byte
+		val  []byte
+		tag  codec
+		need bool
+	)
+	if d != ZeroDigest {
+		stripe := &s.stripes[d[0]]
+		stripe.RLock()
+		defer stripe.RUnlock()
+		bk = blockKey(d)
+		has, err := s.hasKey(bk)
+		if err != nil {
+			return err
+		}
+		if !has {
+			buf := s.getBuf()
+			defer s.putBuf(buf)
+			val, tag = s.comp.encode(*buf, data)
+			need = true
+		}
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if need {
+			if err := txn.SetEntry(badger.NewEntry(bk, val).WithMeta(byte(tag))); err != nil {
+				return err
+			}
+		}
+		return txn.Set(mapKey(id, index), d[:])
+	})
+	if err != nil {
+		return fmt.Errorf("cas: write block %d of %s: %w", index, id, err)
+	}
+	return nil
+}
+
+func (s *Store) hasKey(k []byte) (bool, error) {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(k)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cas: look up %x: %w", k, err)
+	}
+	return true, nil
+}
+
+// ReadBlock appends the block with digest d to dst after checking that it hashes to d.
+// A block that fails the check is an ErrCorruptBlock, never wrong bytes.
+func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
+	if d == ZeroDigest {
+		return append(dst, s.zero...), nil
+	}
+	var out []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(blockKey(d))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var err error
+			out, err = s.comp.decode(dst, v, codec(item.UserMeta()))
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: block %s: %w", ErrCorruptBlock, d, err)
+	}
+	if len(out)-len(dst) != BlockSize || Sum(out[len(dst):]) != d {
+		return nil, fmt.Errorf("%w: block %s does not hash to its key", ErrCorruptBlock, d)
+	}
+	return out, nil
+}
+
+// scanMap calls fn for each block written in snapshot id (not inherited), in ascending
+// index order from start, until fn returns false.
+func (s *Store) scanMap(ctx context.Context, id string, start int64, fn func(index int64, d Digest) bool) error {
+	prefix := mapPrefix(id)
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Seek(mapKey(id, start)); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			var d Digest
+			if err := item.Value(func(v []byte) error {
+				if len(v) != len(d) {
+					return fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, item.Key(), len(v))
+				}
+				copy(d[:], v)
+				return nil
+			}); err != nil {
+				return err
+			}
+			if !fn(indexFromMapKey(item.Key()), d) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// dropMap deletes the block map of a snapshot; blocks no longer referenced are left to
+// garbage collection.
+func (s *Store) dropMap(ctx context.Context, id string) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: mapPrefix(id)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	return s.sync()
+}

@@ -1,0 +1,384 @@
+package cas
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// entry is the in-memory catalog entry of one snapshot. Puts hold mu shared while they
+// check the state and write, so a state change (complete, expire) under mu exclusive
+// never races with a block landing in a snapshot that is no longer pending.
+type entry struct {
+	owner string // immutable, readable without mu
+	mu    sync.RWMutex
+	rec   Snapshot
+	// lastActive is the unix-nano time of the last put or complete. It is not
+	// persisted: after a restart the idle clock starts again, so a restart never
+	// times out a snapshot earlier than its Timeout promised.
+	lastActive atomic.Int64
+}
+
+func (e *entry) snapshot() Snapshot {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.rec.clone()
+}
+
+func (s Snapshot) clone() Snapshot {
+	s.Tags = slices.Clone(s.Tags)
+	return s
+}
+
+// StartParams are the parameters of StartSnapshot.
+type StartParams struct {
+	OwnerID        string
+	Region         string
+	VolumeSize     int64
+	ParentID       string
+	Description    string
+	Tags           []Tag
+	Encrypted      bool
+	KmsKeyArn      string
+	TimeoutMinutes int
+	ClientToken    string
+}
+
+// fingerprint identifies the parameters that must match for a client-token retry.
+// Tag order does not matter; owner, region and token are the record's key.
+func (p StartParams) fingerprint() string {
+	tags := slices.Clone(p.Tags)
+	slices.SortFunc(tags, func(a, b Tag) int { return strings.Compare(a.Key, b.Key) })
+	canon, _ := json.Marshal(struct {
+		VolumeSize     int64
+		ParentID       string
+		Description    string
+		Tags           []Tag
+		Encrypted      bool
+		KmsKeyArn      string
+		TimeoutMinutes int
+	}{p.VolumeSize, p.ParentID, p.Description, tags, p.Encrypted, p.KmsKeyArn, p.TimeoutMinutes})
+	sum := sha256.Sum256(canon)
+	return hex.EncodeToString(sum[:])
+}
+
+type tokenRecord struct {
+	SnapshotID  string    `json:"snap"`
+	Fingerprint string    `json:"params"`
+	Created     time.Time `json:"created"`
+}
+
+func (s *Store) loadCatalog() error {
+	now := s.clock.Now().UnixNano()
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixSnapshot}, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			e := &entry{}
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e.rec) }); err != nil {
+				return fmt.Errorf("cas: load snapshot record %q: %w", it.Item().Key(), err)
+			}
+			e.owner = e.rec.OwnerID
+			e.lastActive.Store(now)
+			s.snaps[e.rec.ID] = e
+		}
+		return nil
+	})
+}
+
+// lookup returns the entry of a snapshot the owner can see.
+func (s *Store) lookup(owner, id string) (*entry, error) {
+	s.snapsMu.RLock()
+	e := s.snaps[id]
+	s.snapsMu.RUnlock()
+	if e == nil || e.owner != owner {
+		return nil, fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+	}
+	return e, nil
+}
+
+// Snapshot returns the current record of a snapshot, settling an idle timeout first.
+func (s *Store) Snapshot(ctx context.Context, owner, id string) (Snapshot, error) {
+	e, err := s.lookup(owner, id)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if err := s.expireIfIdle(ctx, e); err != nil {
+		return Snapshot{}, err
+	}
+	return e.snapshot(), nil
+}
+
+// Snapshots returns every snapshot of the owner, in no particular order.
+func (s *Store) Snapshots(owner string) []Snapshot {
+	s.snapsMu.RLock()
+	entries := make([]*entry, 0, len(s.snaps))
+	for _, e := range s.snaps {
+		if e.owner == owner {
+			entries = append(entries, e)
+		}
+	}
+	s.snapsMu.RUnlock()
+	out := make([]Snapshot, len(entries))
+	for i, e := range entries {
+		out[i] = e.snapshot()
+	}
+	return out
+}
+
+// StartSnapshot creates a pending snapshot, or with a client token seen before returns
+// the snapshot that token created. The snapshot and token records are on stable
+// storage before it returns.
+func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, error) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+
+	fp := p.fingerprint()
+	if p.ClientToken != "" {
+		tok, found, err := s.readToken(p.OwnerID, p.Region, p.ClientToken)
+		if err != nil {
+			return Snapshot{}, err
+		}
+		if found {
+			if tok.Fingerprint != fp {
+				return Snapshot{}, fmt.Errorf("%w: token %q started %s", ErrTokenConflict, p.ClientToken, tok.SnapshotID)
+			}
+			return s.Snapshot(ctx, p.OwnerID, tok.SnapshotID)
+		}
+	}
+	if p.ParentID != "" {
+		parent, err := s.Snapshot(ctx, p.OwnerID, p.ParentID)
+		if err != nil {
+			return Snapshot{}, fmt.Errorf("parent: %w", err)
+		}
+		if parent.Status != StatusCompleted {
+			return Snapshot{}, fmt.Errorf("%w: %s is %s", ErrParentNotReady, parent.ID, parent.Status)
+		}
+		if p.VolumeSize < parent.VolumeSize {
+			return Snapshot{}, fmt.Errorf("%w: %d GiB < parent %s's %d GiB", ErrVolumeTooSmall, p.VolumeSize, parent.ID, parent.VolumeSize)
+		}
+	}
+	if n := s.pendingCount(ctx, p.OwnerID); n >= s.opts.MaxPendingPerOwner {
+		return Snapshot{}, fmt.Errorf("%w: owner %s has %d pending snapshots (limit %d)", ErrPendingLimit, p.OwnerID, n, s.opts.MaxPendingPerOwner)
+	}
+
+	now := s.clock.Now()
+	rec := Snapshot{
+		ID:             s.unusedID(),
+		OwnerID:        p.OwnerID,
+		Region:         p.Region,
+		VolumeSize:     p.VolumeSize,
+		ParentID:       p.ParentID,
+		Description:    p.Description,
+		Tags:           slices.Clone(p.Tags),
+		KmsKeyArn:      p.KmsKeyArn,
+		Encrypted:      p.Encrypted,
+		TimeoutMinutes: p.TimeoutMinutes,
+		ClientToken:    p.ClientToken,
+		Status:         StatusPending,
+		StartTime:      now,
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := setJSON(txn, snapshotKey(rec.ID), rec); err != nil {
+			return err
+		}
+		if p.ClientToken == "" {
+			return nil
+		}
+		return setJSON(txn, tokenKey(p.OwnerID, p.Region, p.ClientToken), tokenRecord{rec.ID, fp, now})
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("cas: write snapshot record: %w", err)
+	}
+	if err := s.sync(); err != nil {
+		return Snapshot{}, err
+	}
+	e := &entry{owner: rec.OwnerID, rec: rec}
+	e.lastActive.Store(now.UnixNano())
+	s.snapsMu.Lock()
+	s.snaps[rec.ID] = e
+	s.snapsMu.Unlock()
+	return rec.clone(), nil
+}
+
+func (s *Store) unusedID() string {
+	s.snapsMu.RLock()
+	defer s.snapsMu.RUnlock()
+	for {
+		id := newSnapshotID()
+		if _, taken := s.snaps[id]; !taken {
+			return id
+		}
+	}
+}
+
+func (s *Store) pendingCount(ctx context.Context, owner string) int {
+	n := 0
+	for _, snap := range s.Snapshots(owner) {
+		if snap.Status == StatusPending {
+			if cur, err := s.Snapshot(ctx, owner, snap.ID); err == nil && cur.Status == StatusPending {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (s *Store) readToken(owner, region, token string) (tokenRecord, bool, error) {
+	var rec tokenRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(tokenKey(owner, region, token))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("cas: read client token: %w", err)
+	}
+	return rec, true, nil
+}
+
+// CompleteSnapshot seals a pending snapshot after checking the client's count of
+// written blocks and, when given, its LINEAR aggregate checksum. On a mismatch the
+// snapshot stays pending and nothing is lost. The completed state is on stable
+// storage before it is visible.
+func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedBlocks int64, aggregate *Digest) (Status, error) {
+	e, err := s.lookup(owner, id)
+	if err != nil {
+		return "", err
+	}
+	if err := s.expireIfIdle(ctx, e); err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.rec.Status != StatusPending {
+		return e.rec.Status, nil
+	}
+	e.lastActive.Store(s.clock.Now().UnixNano())
+	count, linear, err := s.linearAggregate(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if count != changedBlocks {
+		return "", fmt.Errorf("%w: the snapshot has %d changed blocks, the request says %d", ErrCountMismatch, count, changedBlocks)
+	}
+	if aggregate != nil && *aggregate != linear {
+		return "", fmt.Errorf("%w: computed LINEAR SHA256 %s over %d blocks, the request says %s", ErrAggregateMismatch, linear.Base64(), count, aggregate.Base64())
+	}
+	rec := e.rec.clone()
+	rec.Status = StatusCompleted
+	rec.CompleteTime = s.clock.Now()
+	rec.ChangedBlocks = count
+	if err := s.writeRecord(rec); err != nil {
+		return "", err
+	}
+	e.rec = rec
+	return rec.Status, nil
+}
+
+// linearAggregate returns the number of blocks written in a snapshot and the SHA-256 of
+// their raw digests concatenated in ascending index order (EBS's LINEAR method).
+func (s *Store) linearAggregate(ctx context.Context, id string) (int64, Digest, error) {
+	h := sha256.New()
+	var n int64
+	err := s.scanMap(ctx, id, 0, func(_ int64, d Digest) bool {
+		h.Write(d[:])
+		n++
+		return true
+	})
+	var out Digest
+	h.Sum(out[:0])
+	return n, out, err
+}
+
+// writeRecord persists a snapshot record and syncs it to stable storage.
+func (s *Store) writeRecord(rec Snapshot) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
+		return fmt.Errorf("cas: write snapshot record: %w", err)
+	}
+	return s.sync()
+}
+
+// idle reports whether a pending snapshot has seen no put or complete for its Timeout.
+func (s *Store) idle(e *entry, now time.Time) bool {
+	timeout := time.Duration(e.rec.TimeoutMinutes) * time.Minute
+	return timeout > 0 && now.UnixNano()-e.lastActive.Load() >= int64(timeout)
+}
+
+func (s *Store) expireIfIdle(ctx context.Context, e *entry) error {
+	e.mu.RLock()
+	idle := e.rec.Status == StatusPending && s.idle(e, s.clock.Now())
+	e.mu.RUnlock()
+	if !idle {
+		return nil
+	}
+	return s.expire(ctx, e)
+}
+
+// ExpireIdle moves every pending snapshot idle for longer than its Timeout to error and
+// releases its blocks. It returns how many it moved.
+func (s *Store) ExpireIdle(ctx context.Context) (int, error) {
+	s.snapsMu.RLock()
+	entries := make([]*entry, 0, len(s.snaps))
+	for _, e := range s.snaps {
+		entries = append(entries, e)
+	}
+	s.snapsMu.RUnlock()
+	n := 0
+	for _, e := range entries {
+		e.mu.RLock()
+		idle := e.rec.Status == StatusPending && s.idle(e, s.clock.Now())
+		e.mu.RUnlock()
+		if !idle {
+			continue
+		}
+		if err := s.expire(ctx, e); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *Store) expire(ctx context.Context, e *entry) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.rec.Status != StatusPending || !s.idle(e, s.clock.Now()) {
+		return nil // a put or complete got there first
+	}
+	rec := e.rec.clone()
+	rec.Status = StatusError
+	rec.StatusMessage = fmt.Sprintf("no put or complete for %d minutes (Timeout)", rec.TimeoutMinutes)
+	if err := s.writeRecord(rec); err != nil {
+		return err
+	}
+	e.rec = rec
+	s.log.Info("snapshot timed out", "snapshot", rec.ID, "timeout_minutes", rec.TimeoutMinutes)
+	if err := s.dropMap(ctx, rec.ID); err != nil {
+		return fmt.Errorf("cas: release blocks of %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+func setJSON(txn *badger.Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(key, b)
+}

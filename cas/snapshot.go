@@ -1,0 +1,61 @@
+package cas
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+	"time"
+)
+
+// Status is a snapshot's state. pending → completed or pending → error; never back.
+type Status string
+
+const (
+	StatusPending   Status = "pending"
+	StatusCompleted Status = "completed"
+	StatusError     Status = "error"
+)
+
+// Tag is a key/value pair attached to a snapshot.
+type Tag struct {
+	Key   string `json:"k"`
+	Value string `json:"v"`
+}
+
+// Snapshot is the catalog record of one snapshot. It is small and its size does not
+// depend on the volume size: block data lives in the block map.
+type Snapshot struct {
+	ID             string    `json:"id"`
+	OwnerID        string    `json:"owner"`
+	Region         string    `json:"region"`
+	VolumeSize     int64     `json:"gib"`
+	ParentID       string    `json:"parent,omitempty"`
+	Description    string    `json:"desc,omitempty"`
+	Tags           []Tag     `json:"tags,omitempty"`
+	KmsKeyArn      string    `json:"kms,omitempty"`
+	Encrypted      bool      `json:"enc,omitempty"`
+	TimeoutMinutes int       `json:"timeout"`
+	ClientToken    string    `json:"token,omitempty"`
+	Status         Status    `json:"status"`
+	StartTime      time.Time `json:"start"`
+	CompleteTime   time.Time `json:"complete,omitzero"`
+	// ChangedBlocks is the number of indices written in this snapshot, set on completion.
+	ChangedBlocks int64 `json:"changed,omitempty"`
+	// StatusMessage says why a snapshot is in error.
+	StatusMessage string `json:"msg,omitempty"`
+}
+
+// Blocks is the number of block slots of the volume.
+func (s *Snapshot) Blocks() int64 { return s.VolumeSize * BlocksPerGiB }
+
+var snapshotIDPattern = regexp.MustCompile(`^snap-[0-9a-f]{8,32}$`)
+
+// ValidSnapshotID reports whether id has the shape of a snapshot id.
+func ValidSnapshotID(id string) bool { return snapshotIDPattern.MatchString(id) }
+
+// newSnapshotID returns "snap-" and 17 random hex digits, the shape AWS uses.
+func newSnapshotID() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return "snap-" + hex.EncodeToString(b[:])[:17]
+}

@@ -1,0 +1,199 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Options configure a Store. The zero value of every field but Dir has a sensible default.
+type Options struct {
+	Dir    string
+	Clock  Clock
+	Logger *slog.Logger
+	// MaxPendingPerOwner caps pending snapshots per owner (AWS: 100).
+	MaxPendingPerOwner int
+	// CompressionLevel of zstd; SpeedFastest by default (see BENCHMARKS.md).
+	CompressionLevel zstd.EncoderLevel
+	// ValueThreshold is the value size from which Badger keeps values in its value log
+	// instead of the LSM tree. Blocks belong in the value log (written once, never
+	// rewritten by compaction); digests and records belong in the LSM (see BENCHMARKS.md).
+	ValueThreshold int64
+	// ExpireInterval is how often idle pending snapshots are looked for; negative disables
+	// the background check (tests call ExpireIdle themselves).
+	ExpireInterval time.Duration
+}
+
+const (
+	defaultMaxPending     = 100
+	defaultValueThreshold = 4 << 10
+	defaultExpireInterval = time.Minute
+)
+
+// Store is the content-addressed block store and snapshot catalog in one Badger DB.
+// Its invariants are written down in DESIGN.md.
+type Store struct {
+	db    *badger.DB
+	opts  Options
+	clock Clock
+	log   *slog.Logger
+	comp  *compressor
+	zero  []byte    // one all-zero block, read-only
+	bufs  sync.Pool // *[]byte scratch of BlockSize capacity
+
+	// stripes guard the window between "this block is stored" and the commit of a
+	// block-map entry that relies on it: puts hold a stripe shared, garbage collection
+	// holds it exclusively to delete, so no acknowledged block is collected.
+	stripes [256]sync.RWMutex
+
+	startMu sync.Mutex // serialises StartSnapshot: token check, limits, creation
+	snapsMu sync.RWMutex
+	snaps   map[string]*entry
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Open opens (creating if needed) the store in opts.Dir. Only one process may hold a
+// data directory; a second one gets a clear error naming the directory.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("cas: no data directory given")
+	}
+	if opts.Clock == nil {
+		opts.Clock = SystemClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxPendingPerOwner == 0 {
+		opts.MaxPendingPerOwner = defaultMaxPending
+	}
+	if opts.CompressionLevel == 0 {
+		opts.CompressionLevel = zstd.SpeedFastest
+	}
+	if opts.ValueThreshold == 0 {
+		opts.ValueThreshold = defaultValueThreshold
+	}
+	if opts.ExpireInterval == 0 {
+		opts.ExpireInterval = defaultExpireInterval
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("cas: create data directory: %w", err)
+	}
+	db, err := badger.Open(badgerOptions(opts))
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("cas: data directory %s is in use by another process (is another ebsd running?): %w", opts.Dir, err)
+		}
+		return nil, fmt.Errorf("cas: open badger in %s: %w", opts.Dir, err)
+	}
+	comp, err := newCompressor(opts.CompressionLevel)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s := &Store{
+		db:    db,
+		opts:  opts,
+		clock: opts.Clock,
+		log:   opts.Logger,
+		comp:  comp,
+		zero:  make([]byte, BlockSize),
+		snaps: make(map[string]*entry),
+		stop:  make(chan struct{}),
+	}
+	s.bufs.New = func() any { b := make([]byte, 0, BlockSize+BlockSize/8); return &b }
+	if err := s.loadCatalog(); err != nil {
+		s.closeResources()
+		return nil, err
+	}
+	if opts.ExpireInterval > 0 {
+		s.wg.Add(1)
+		go s.expireLoop(opts.ExpireInterval)
+	}
+	return s, nil
+}
+
+func badgerOptions(opts Options) badger.Options {
+	return badger.DefaultOptions(opts.Dir).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithValueThreshold(opts.ValueThreshold).
+		// Blocks arrive zstd-compressed; Badger compressing them again only costs CPU.
+		WithCompression(options.None).
+		WithNumVersionsToKeep(1).
+		// Writers are serialised by the store's own locks; Badger's conflict tracking
+		// would only add work on the put path.
+		WithDetectConflicts(false).
+		// Acknowledged puts need only survive kill -9 (the memtable WAL and value log are
+		// mmap'd, so a write is in the page cache once Commit returns). Records that must
+		// survive power loss are followed by an explicit Sync, which also covers every
+		// put before them, instead of paying an fsync per block.
+		WithSyncWrites(false).
+		WithBlockCacheSize(64 << 20).
+		WithIndexCacheSize(32 << 20)
+}
+
+// Close stops background work and closes the DB, flushing everything to disk.
+func (s *Store) Close() error {
+	close(s.stop)
+	s.wg.Wait()
+	return s.closeResources()
+}
+
+func (s *Store) closeResources() error {
+	syncErr := s.db.Sync()
+	err := s.db.Close()
+	s.comp.close()
+	if err != nil {
+		return fmt.Errorf("cas: close badger: %w", err)
+	}
+	if syncErr != nil {
+		return fmt.Errorf("cas: sync badger: %w", syncErr)
+	}
+	return nil
+}
+
+// sync makes everything written so far survive power loss.
+func (s *Store) sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("cas: fsync: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) expireLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if _, err := s.ExpireIdle(context.Background()); err != nil {
+				s.log.Error("expiring idle snapshots", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Store) getBuf() *[]byte  { return s.bufs.Get().(*[]byte) }
+func (s *Store) putBuf(b *[]byte) { s.bufs.Put(b) }
+
+// badgerLogger sends Badger's own log lines to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/ebsd/ebsd/cas"
+)
+
+// config is everything the daemon is told at start. Every flag can also come from an
+// EBSD_ environment variable (flag wins).
+type config struct {
+	dataDir   string
+	listen    string
+	mount     string
+	region    string
+	accountID string
+	logLevel  slog.Level
+
+	// Set by tests, not by flags.
+	clock          cas.Clock
+	expireInterval int64 // nanoseconds; 0 = store default
+	maxPending     int
+}
+
+const (
+	defaultDataDir   = "ebsd-data"
+	defaultListen    = "127.0.0.1:8600"
+	defaultRegion    = "us-east-1"
+	defaultAccountID = "111122223333"
+)
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("ebsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv("EBSD_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	var c config
+	var level string
+	fs.StringVar(&c.dataDir, "data-dir", env("DATA_DIR", defaultDataDir), "directory of the Badger store (env EBSD_DATA_DIR)")
+	fs.StringVar(&c.listen, "listen", env("LISTEN", defaultListen), "HOST:PORT of the HTTP API (env EBSD_LISTEN)")
+	fs.StringVar(&c.mount, "mount", env("MOUNT", ""), "directory to mount the FUSE export on; empty for none (env EBSD_MOUNT)")
+	fs.StringVar(&c.region, "region", env("REGION", defaultRegion), "region used when a request is not SigV4-signed (env EBSD_REGION)")
+	fs.StringVar(&c.accountID, "account-id", env("ACCOUNT_ID", defaultAccountID), "12-digit owner id of all snapshots (env EBSD_ACCOUNT_ID)")
+	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env EBSD_LOG_LEVEL)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: ebsd [flags]\n\nServes the Amazon EBS direct APIs on a local Badger store.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
+		return c, fmt.Errorf("--log-level: %w", err)
+	}
+	if len(c.accountID) != 12 || strings.Trim(c.accountID, "0123456789") != "" {
+		return c, fmt.Errorf("--account-id %q is not a 12-digit account id", c.accountID)
+	}
+	return c, nil
+}

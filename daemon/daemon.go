@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ebsd/ebsd/api"
+	"github.com/ebsd/ebsd/cas"
+)
+
+// daemon is one running ebsd: the store, the HTTP server and (later) the FUSE mount.
+type daemon struct {
+	log   *slog.Logger
+	store *cas.Store
+	ln    net.Listener
+	srv   *http.Server
+	done  chan error // the HTTP server's exit
+}
+
+const shutdownGrace = 30 * time.Second
+
+// start opens the store and begins serving. The caller owns the daemon and must stop it.
+func start(cfg config, log *slog.Logger) (*daemon, error) {
+	store, err := cas.Open(cas.Options{
+		Dir:                cfg.dataDir,
+		Clock:              cfg.clock,
+		Logger:             log,
+		ExpireInterval:     time.Duration(cfg.expireInterval),
+		MaxPendingPerOwner: cfg.maxPending,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.mount != "" {
+		// The FUSE export attaches here; prepare the mount point now.
+		if err := os.MkdirAll(cfg.mount, 0o755); err != nil {
+			_ = store.Close()
+			return nil, fmt.Errorf("prepare mount point: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	handler := api.New(store, api.Config{OwnerID: cfg.accountID, Region: cfg.region, Logger: log})
+	d := &daemon{
+		log:   log,
+		store: store,
+		ln:    ln,
+		done:  make(chan error, 1),
+		srv: &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			// A block is 512 KiB: a minute allows a 9 KB/s client.
+			ReadTimeout:    time.Minute,
+			WriteTimeout:   2 * time.Minute,
+			IdleTimeout:    2 * time.Minute,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+	}
+	go func() { d.done <- d.srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "data_dir", cfg.dataDir, "region", cfg.region, "account_id", cfg.accountID)
+	return d, nil
+}
+
+func (d *daemon) addr() string { return d.ln.Addr().String() }
+
+// run serves until ctx is cancelled (SIGINT/SIGTERM) or the server fails, then stops.
+func (d *daemon) run(ctx context.Context) error {
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-d.done:
+	}
+	return errors.Join(serveErr, d.stop())
+}
+
+// stop stops accepting, lets in-flight requests finish, then syncs and closes the store.
+func (d *daemon) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	d.log.Info("shutting down")
+	err := d.srv.Shutdown(ctx)
+	if err != nil {
+		err = fmt.Errorf("http shutdown: %w", err)
+	}
+	if cerr := d.store.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err == nil {
+		d.log.Info("shutdown complete")
+	}
+	return err
+}
