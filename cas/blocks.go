@@ -183,3 +183,37 @@ func (s *Store) dropMap(ctx context.Context, id string) error {
 	}
 	return s.sync()
 }
+
+// BlockDigest returns the digest of the block at index in the point-in-time view of a
+// snapshot: its own write if it has one, else its parent's view, up the lineage.
+// found is false where no snapshot of the lineage wrote the index.
+func (s *Store) BlockDigest(ctx context.Context, owner, id string, index int64) (d Digest, found bool, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		for cur := id; cur != ""; {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			e, err := s.lookup(owner, cur)
+			if err != nil {
+				return err
+			}
+			item, err := txn.Get(mapKey(cur, index))
+			if err == nil {
+				return item.Value(func(v []byte) error {
+					if len(v) != len(d) {
+						return fmt.Errorf("%w: map entry of %s block %d has %d bytes", ErrCorruptBlock, cur, index, len(v))
+					}
+					copy(d[:], v)
+					found = true
+					return nil
+				})
+			}
+			if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			cur = e.snapshot().ParentID
+		}
+		return nil
+	})
+	return d, found, err
+}

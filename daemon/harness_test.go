@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -238,3 +239,5 @@ func wantAWSError(t testing.TB, r rawResponse, status int, errType, reason strin
 		t.Fatalf("error body %s, want type %s reason %q and a message", r.body, errType, reason)
 	}
 }
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
