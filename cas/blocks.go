@@ -48,19 +48,14 @@ func (s *Store) PutBlock(ctx context.Context, owner, id string, index int64, dat
 }
 
 // writeBlock stores the block (unless it is zero or already stored) and points the
-// snapshot's map entry at it, in one commit.
+// snapshot's map entry at it, in one commit shared with concurrent puts.
 func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error {
-	var (
-		bk   []byte
-		val  []byte
-		tag  codec
-		need bool
-	)
+	op := &writeOp{mapKey: mapKey(id, index), digest: d}
 	if d != ZeroDigest {
 		stripe := &s.stripes[d[0]]
 		stripe.RLock()
 		defer stripe.RUnlock()
-		bk = blockKey(d)
+		bk := blockKey(d)
 		has, err := s.hasKey(bk)
 		if err != nil {
 			return err
@@ -68,19 +63,11 @@ func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error 
 		if !has {
 			buf := s.getBuf()
 			defer s.putBuf(buf)
-			val, tag = s.comp.encode(*buf, data)
-			need = true
+			op.blockKey = bk
+			op.value, op.tag = s.comp.encode(*buf, data)
 		}
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
-		if need {
-			if err := txn.SetEntry(badger.NewEntry(bk, val).WithMeta(byte(tag))); err != nil {
-				return err
-			}
-		}
-		return txn.Set(mapKey(id, index), d[:])
-	})
-	if err != nil {
+	if err := s.submit(op); err != nil {
 		return fmt.Errorf("cas: write block %d of %s: %w", index, id, err)
 	}
 	return nil

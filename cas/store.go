@@ -12,7 +12,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
-	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/compress/s2"
 )
 
 // Options configure a Store. The zero value of every field but Dir has a sensible default.
@@ -22,8 +22,8 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxPendingPerOwner caps pending snapshots per owner (AWS: 100).
 	MaxPendingPerOwner int
-	// CompressionLevel of zstd; SpeedFastest by default (see BENCHMARKS.md).
-	CompressionLevel zstd.EncoderLevel
+	// Compression of new blocks; zstd by default (see BENCHMARKS.md).
+	Compression Compression
 	// ValueThreshold is the value size from which Badger keeps values in its value log
 	// instead of the LSM tree. Blocks belong in the value log (written once, never
 	// rewritten by compaction); digests and records belong in the LSM (see BENCHMARKS.md).
@@ -55,6 +55,8 @@ type Store struct {
 	// holds it exclusively to delete, so no acknowledged block is collected.
 	stripes [256]sync.RWMutex
 
+	writes chan *writeOp // to the group committer
+
 	startMu sync.Mutex // serialises StartSnapshot: token check, limits, creation
 	snapsMu sync.RWMutex
 	snaps   map[string]*entry
@@ -78,8 +80,8 @@ func Open(opts Options) (*Store, error) {
 	if opts.MaxPendingPerOwner == 0 {
 		opts.MaxPendingPerOwner = defaultMaxPending
 	}
-	if opts.CompressionLevel == 0 {
-		opts.CompressionLevel = zstd.SpeedFastest
+	if opts.Compression == "" {
+		opts.Compression = CompressZstd
 	}
 	if opts.ValueThreshold == 0 {
 		opts.ValueThreshold = defaultValueThreshold
@@ -97,26 +99,29 @@ func Open(opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("cas: open badger in %s: %w", opts.Dir, err)
 	}
-	comp, err := newCompressor(opts.CompressionLevel)
+	comp, err := newCompressor(opts.Compression)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	s := &Store{
-		db:    db,
-		opts:  opts,
-		clock: opts.Clock,
-		log:   opts.Logger,
-		comp:  comp,
-		zero:  make([]byte, BlockSize),
-		snaps: make(map[string]*entry),
-		stop:  make(chan struct{}),
+		db:     db,
+		opts:   opts,
+		clock:  opts.Clock,
+		log:    opts.Logger,
+		comp:   comp,
+		zero:   make([]byte, BlockSize),
+		snaps:  make(map[string]*entry),
+		stop:   make(chan struct{}),
+		writes: make(chan *writeOp),
 	}
-	s.bufs.New = func() any { b := make([]byte, 0, BlockSize+BlockSize/8); return &b }
+	s.bufs.New = func() any { b := make([]byte, 0, s2.MaxEncodedLen(BlockSize)); return &b }
 	if err := s.loadCatalog(); err != nil {
 		s.closeResources()
 		return nil, err
 	}
+	s.wg.Add(1)
+	go s.groupCommitLoop()
 	if opts.ExpireInterval > 0 {
 		s.wg.Add(1)
 		go s.expireLoop(opts.ExpireInterval)
@@ -193,7 +198,15 @@ func (s *Store) putBuf(b *[]byte) { s.bufs.Put(b) }
 // badgerLogger sends Badger's own log lines to slog.
 type badgerLogger struct{ l *slog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
-func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Debugf(f string, a ...any) {
+	b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}

@@ -13,12 +13,13 @@ import (
 // config is everything the daemon is told at start. Every flag can also come from an
 // EBSD_ environment variable (flag wins).
 type config struct {
-	dataDir   string
-	listen    string
-	mount     string
-	region    string
-	accountID string
-	logLevel  slog.Level
+	dataDir     string
+	listen      string
+	mount       string
+	region      string
+	accountID   string
+	compression cas.Compression
+	logLevel    slog.Level
 
 	// Set by tests, not by flags.
 	clock          cas.Clock
@@ -43,18 +44,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return def
 	}
 	var c config
-	var level string
+	var level, compression string
 	fs.StringVar(&c.dataDir, "data-dir", env("DATA_DIR", defaultDataDir), "directory of the Badger store (env EBSD_DATA_DIR)")
 	fs.StringVar(&c.listen, "listen", env("LISTEN", defaultListen), "HOST:PORT of the HTTP API (env EBSD_LISTEN)")
 	fs.StringVar(&c.mount, "mount", env("MOUNT", ""), "directory to mount the FUSE export on; empty for none (env EBSD_MOUNT)")
 	fs.StringVar(&c.region, "region", env("REGION", defaultRegion), "region used when a request is not SigV4-signed (env EBSD_REGION)")
 	fs.StringVar(&c.accountID, "account-id", env("ACCOUNT_ID", defaultAccountID), "12-digit owner id of all snapshots (env EBSD_ACCOUNT_ID)")
+	fs.StringVar(&compression, "compression", env("COMPRESSION", string(cas.CompressZstd)), "codec for new blocks: zstd (best ratio), s2 (faster) or none (env EBSD_COMPRESSION)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env EBSD_LOG_LEVEL)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: ebsd [flags]\n\nServes the Amazon EBS direct APIs on a local Badger store.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -62,6 +65,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.compression, err = cas.ParseCompression(compression); err != nil {
+		return c, fmt.Errorf("--compression: %w", err)
 	}
 	if len(c.accountID) != 12 || strings.Trim(c.accountID, "0123456789") != "" {
 		return c, fmt.Errorf("--account-id %q is not a 12-digit account id", c.accountID)

@@ -33,6 +33,7 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		Logger:             log,
 		ExpireInterval:     time.Duration(cfg.expireInterval),
 		MaxPendingPerOwner: cfg.maxPending,
+		Compression:        cfg.compression,
 	})
 	if err != nil {
 		return nil, err
