@@ -49,6 +49,7 @@ func New(store Store, cfg Config) *Server {
 	s.mux.HandleFunc("POST /snapshots", s.startSnapshot)
 	s.mux.HandleFunc("PUT /snapshots/{id}/blocks/{index}", s.putSnapshotBlock)
 	s.mux.HandleFunc("POST /snapshots/completion/{id}", s.completeSnapshot)
+	s.mux.HandleFunc("GET "+AdminPrefix+"stats", s.stats)
 	s.mux.HandleFunc("/", s.unknownOperation)
 	return s
 }
@@ -82,7 +83,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Log(r.Context(), level, "request",
 		"request_id", ri.id, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
-		"status", sw.status, "error_type", sw.Header().Get("x-amzn-ErrorType"),
+		"status", sw.status, "error_type", errorType(sw.Header()),
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)
 }
 
@@ -116,4 +117,13 @@ func newRequestID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// errorType reads the exception name back from the response headers; it is stored
+// under AWS's spelling, which Header.Get would not find.
+func errorType(h http.Header) string {
+	if v := h["x-amzn-ErrorType"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

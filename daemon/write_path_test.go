@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -258,5 +259,26 @@ func TestHugeSparseVolume(t *testing.T) {
 	}
 	if status, err := complete(ctx, c, id, blocks); err != nil || status != types.StatusCompleted {
 		t.Fatalf("CompleteSnapshot: %v %v", status, err)
+	}
+}
+
+// The ebsd extension endpoint reports the same statistics as the store.
+func TestStatsEndpoint(t *testing.T) {
+	td := newTestDaemon(t)
+	c := td.client()
+	ctx := context.Background()
+	id := aws.ToString(startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}).SnapshotId)
+	for i := range int32(3) {
+		if err := putBlock(ctx, c, id, i, block(9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := td.raw("GET", "/ebsd/v1/stats", nil, nil, 0)
+	var st cas.Stats
+	if err := json.Unmarshal(r.body, &st); err != nil || r.status != 200 {
+		t.Fatalf("stats: %d %s %v", r.status, r.body, err)
+	}
+	if st.Snapshots != 1 || st.UniqueBlocks != 1 || st.MappedBlocks != 3 || st.StoredBytes <= 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

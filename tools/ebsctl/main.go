@@ -1,0 +1,73 @@
+// Command ebsctl is the command-line companion of ebsd: it talks to a daemon (or to
+// AWS itself) through the public APIs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand: its own flag set, options struct and run function.
+type command struct {
+	name  string
+	short string
+	run   func(ctx context.Context, g *globalOptions, args []string, stdout io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"stats", "show what an ebsd store holds (ebsd only)", runStats},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globalOptions{}
+	fs := flag.NewFlagSet("ebsctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	g.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ebsctl [global flags] COMMAND [flags]\n\nCommands:\n")
+		for _, c := range commands() {
+			fmt.Fprintf(stderr, "  %-10s %s\n", c.name, c.short)
+		}
+		fmt.Fprintf(stderr, "\nGlobal flags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nExample:\n  ebsctl --endpoint-url http://127.0.0.1:8600 stats\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	for _, c := range commands() {
+		if c.name == fs.Arg(0) {
+			if err := c.run(ctx, g, fs.Args()[1:], stdout); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					return 0
+				}
+				fmt.Fprintf(stderr, "ebsctl %s: %v\n", c.name, err)
+				return 1
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "ebsctl: unknown command %q (ebsctl --help lists them)\n", fs.Arg(0))
+	return 2
+}
