@@ -42,6 +42,9 @@ const (
 	reasonInvalidVolumeSize      = "INVALID_VOLUME_SIZE"
 	reasonInvalidContentEncoding = "INVALID_CONTENT_ENCODING"
 	reasonSnapshotNotFound       = "SNAPSHOT_NOT_FOUND"
+	reasonInvalidPageToken       = "INVALID_PAGE_TOKEN"
+	reasonInvalidBlockToken      = "INVALID_BLOCK_TOKEN"
+	reasonUnrelatedSnapshots     = "UNRELATED_SNAPSHOTS"
 )
 
 func invalid(reason, format string, a ...any) *Error {
@@ -68,6 +71,8 @@ func fromStore(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Type: concurrentLimitExceeded, Message: msg}
 	case errors.Is(err, cas.ErrNotPending), errors.Is(err, cas.ErrNotCompleted), errors.Is(err, cas.ErrParentNotReady):
 		return invalid(reasonInvalidSnapshotID, "%s", msg)
+	case errors.Is(err, cas.ErrUnrelated):
+		return invalid(reasonUnrelatedSnapshots, "%s", msg)
 	case errors.Is(err, cas.ErrVolumeTooSmall):
 		return invalid(reasonInvalidVolumeSize, "%s", msg)
 	case errors.Is(err, cas.ErrBlockOutOfRange):

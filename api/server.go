@@ -19,6 +19,8 @@ type Store interface {
 	PutBlock(ctx context.Context, owner, id string, index int64, data []byte, claimed cas.Digest) error
 	CompleteSnapshot(ctx context.Context, owner, id string, changedBlocks int64, aggregate *cas.Digest) (cas.Status, error)
 	Snapshot(ctx context.Context, owner, id string) (cas.Snapshot, error)
+	ViewFrom(ctx context.Context, owner, id string, start int64, fn func(cas.Slot) bool) error
+	Changes(ctx context.Context, owner, first, second string, start int64, examine int, fn func(cas.Change) bool) (int64, error)
 }
 
 // Config configures the API.
@@ -28,15 +30,23 @@ type Config struct {
 	// Region is used when a request carries no SigV4 credential scope.
 	Region string
 	Logger *slog.Logger
+	// Blocks serves block reads (the shared block cache).
+	Blocks cas.BlockReader
+	// TokenKey signs page and block tokens; keep it across restarts.
+	TokenKey []byte
+	// Clock dates token expiry; the system clock when nil.
+	Clock cas.Clock
 }
 
 // Server is the HTTP handler of the EBS direct APIs.
 type Server struct {
-	store Store
-	cfg   Config
-	log   *slog.Logger
-	mux   *http.ServeMux
-	bufs  sync.Pool // *[]byte of BlockSize, for request bodies
+	store  Store
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	bufs   sync.Pool // *[]byte of BlockSize, for request bodies
+	blocks cas.BlockReader
+	tokens tokenSigner
 }
 
 // New returns the API handler.
@@ -44,11 +54,18 @@ func New(store Store, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{store: store, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.Clock == nil {
+		cfg.Clock = cas.SystemClock{}
+	}
+	s := &Server{store: store, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), blocks: cfg.Blocks,
+		tokens: tokenSigner{key: cfg.TokenKey, clock: cfg.Clock}}
 	s.bufs.New = func() any { b := make([]byte, cas.BlockSize); return &b }
 	s.mux.HandleFunc("POST /snapshots", s.startSnapshot)
 	s.mux.HandleFunc("PUT /snapshots/{id}/blocks/{index}", s.putSnapshotBlock)
 	s.mux.HandleFunc("POST /snapshots/completion/{id}", s.completeSnapshot)
+	s.mux.HandleFunc("GET /snapshots/{id}/blocks", s.listSnapshotBlocks)
+	s.mux.HandleFunc("GET /snapshots/{id}/changedblocks", s.listChangedBlocks)
+	s.mux.HandleFunc("GET /snapshots/{id}/blocks/{index}", s.getSnapshotBlock)
 	s.mux.HandleFunc("GET "+AdminPrefix+"stats", s.stats)
 	s.mux.HandleFunc("/", s.unknownOperation)
 	return s

@@ -2,6 +2,7 @@ package cas
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -281,6 +282,9 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 		return "", fmt.Errorf("%w: computed LINEAR SHA256 %s over %d blocks, the request says %s", ErrAggregateMismatch, linear.Base64(), count, aggregate.Base64())
 	}
 	rec := e.rec.clone()
+	if rec.DataBlocks, rec.StoredBytes, err = s.completionSizes(ctx, rec); err != nil {
+		return "", err
+	}
 	rec.Status = StatusCompleted
 	rec.CompleteTime = s.clock.Now()
 	rec.ChangedBlocks = count
@@ -304,6 +308,74 @@ func (s *Store) linearAggregate(ctx context.Context, id string) (int64, Digest, 
 	var out Digest
 	h.Sum(out[:0])
 	return n, out, err
+}
+
+// completionSizes counts the non-zero blocks of a snapshot's view from its parent's
+// count and its own writes, and sums the stored size of the blocks it wrote.
+func (s *Store) completionSizes(ctx context.Context, rec Snapshot) (dataBlocks, storedBytes int64, err error) {
+	var parents []string
+	if rec.ParentID != "" {
+		parent, err := s.Snapshot(ctx, rec.OwnerID, rec.ParentID)
+		if err != nil {
+			return 0, 0, fmt.Errorf("parent: %w", err)
+		}
+		dataBlocks = parent.DataBlocks
+		if parents, err = s.lineage(rec.OwnerID, rec.ParentID); err != nil {
+			return 0, 0, err
+		}
+	}
+	seen := make(map[Digest]bool)
+	err = s.db.View(func(txn *badger.Txn) error {
+		return mergeMaps(ctx, txn, []string{rec.ID}, 0, func(index int64, _ int, d Digest) (bool, error) {
+			if d != ZeroDigest {
+				dataBlocks++
+				if !seen[d] {
+					seen[d] = true
+					item, err := txn.Get(blockKey(d))
+					if err != nil {
+						return false, fmt.Errorf("block %s of index %d: %w", d, index, err)
+					}
+					storedBytes += item.ValueSize()
+				}
+			}
+			if pd, found, err := lookupView(txn, parents, index); err != nil {
+				return false, err
+			} else if found && pd != ZeroDigest {
+				dataBlocks--
+			}
+			return true, nil
+		})
+	})
+	return dataBlocks, storedBytes, err
+}
+
+// Secret returns the store-wide random secret called name, creating it on first use.
+// It lives in the store so that what it signs stays valid across restarts.
+func (s *Store) Secret(name string) ([]byte, error) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	key := metaKey("secret/" + name)
+	var secret []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		secret, err = item.ValueCopy(nil)
+		return err
+	})
+	if err == nil {
+		return secret, nil
+	}
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("cas: read secret %s: %w", name, err)
+	}
+	secret = make([]byte, 32)
+	_, _ = rand.Read(secret)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, secret) }); err != nil {
+		return nil, fmt.Errorf("cas: write secret %s: %w", name, err)
+	}
+	return secret, s.sync()
 }
 
 // writeRecord persists a snapshot record and syncs it to stable storage.

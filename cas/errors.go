@@ -17,5 +17,6 @@ var (
 	ErrCountMismatch     = errors.New("changed blocks count does not match")
 	ErrAggregateMismatch = errors.New("aggregate checksum does not match")
 	ErrCorruptBlock      = errors.New("stored block is corrupt")
+	ErrUnrelated         = errors.New("snapshots are not of one lineage")
 	ErrClosed            = errors.New("store is closed")
 )

@@ -41,6 +41,12 @@ type Snapshot struct {
 	CompleteTime   time.Time `json:"complete,omitzero"`
 	// ChangedBlocks is the number of indices written in this snapshot, set on completion.
 	ChangedBlocks int64 `json:"changed,omitempty"`
+	// DataBlocks is the number of non-zero blocks in the point-in-time view (own and
+	// inherited), set on completion; it is what st_blocks and SEEK_DATA report.
+	DataBlocks int64 `json:"data,omitempty"`
+	// StoredBytes is the compressed size of the distinct non-zero blocks this snapshot
+	// wrote itself (a block shared with other snapshots counts in full), set on completion.
+	StoredBytes int64 `json:"stored,omitempty"`
 	// StatusMessage says why a snapshot is in error.
 	StatusMessage string `json:"msg,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/ebsd/ebsd/cas"
@@ -19,6 +20,7 @@ type config struct {
 	region      string
 	accountID   string
 	compression cas.Compression
+	cacheMB     int
 	logLevel    slog.Level
 
 	// Set by tests, not by flags.
@@ -51,6 +53,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.region, "region", env("REGION", defaultRegion), "region used when a request is not SigV4-signed (env EBSD_REGION)")
 	fs.StringVar(&c.accountID, "account-id", env("ACCOUNT_ID", defaultAccountID), "12-digit owner id of all snapshots (env EBSD_ACCOUNT_ID)")
 	fs.StringVar(&compression, "compression", env("COMPRESSION", string(cas.CompressZstd)), "codec for new blocks: zstd (best ratio), s2 (faster) or none (env EBSD_COMPRESSION)")
+	fs.IntVar(&c.cacheMB, "cache-mb", envInt(getenv, "CACHE_MB", 256), "MiB of decompressed blocks cached for reads, shared by API and FUSE (env EBSD_CACHE_MB)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env EBSD_LOG_LEVEL)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: ebsd [flags]\n\nServes the Amazon EBS direct APIs on a local Badger store.\n\nFlags:")
@@ -73,4 +76,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("--account-id %q is not a 12-digit account id", c.accountID)
 	}
 	return c, nil
+}
+
+func envInt(getenv func(string) string, name string, def int) int {
+	if v, err := strconv.Atoi(getenv("EBSD_" + name)); err == nil {
+		return v
+	}
+	return def
 }

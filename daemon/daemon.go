@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/ebsd/ebsd/api"
@@ -18,6 +19,7 @@ import (
 type daemon struct {
 	log   *slog.Logger
 	store *cas.Store
+	cache *cas.BlockCache
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error // the HTTP server's exit
@@ -50,10 +52,21 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
-	handler := api.New(store, api.Config{OwnerID: cfg.accountID, Region: cfg.region, Logger: log})
+	tokenKey, err := store.Secret("api-tokens")
+	if err != nil {
+		_ = ln.Close()
+		_ = store.Close()
+		return nil, err
+	}
+	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*2)
+	handler := api.New(store, api.Config{
+		OwnerID: cfg.accountID, Region: cfg.region, Logger: log,
+		Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
+	})
 	d := &daemon{
 		log:   log,
 		store: store,
+		cache: cache,
 		ln:    ln,
 		done:  make(chan error, 1),
 		srv: &http.Server{
@@ -93,6 +106,7 @@ func (d *daemon) stop() error {
 	if err != nil {
 		err = fmt.Errorf("http shutdown: %w", err)
 	}
+	d.cache.Close()
 	if cerr := d.store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}

@@ -37,6 +37,7 @@ func newTestDaemon(t testing.TB, adjust ...func(*config)) *testDaemon {
 		region:    defaultRegion,
 		accountID: defaultAccountID,
 		logLevel:  slog.LevelWarn,
+		cacheMB:   64,
 	}
 	for _, f := range adjust {
 		f(&cfg)

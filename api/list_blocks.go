@@ -1,0 +1,200 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ebsd/ebsd/cas"
+)
+
+const (
+	minMaxResults     = 100
+	maxMaxResults     = 10000
+	defaultMaxResults = 10000
+)
+
+type blockJSON struct {
+	BlockIndex int64  `json:"BlockIndex"`
+	BlockToken string `json:"BlockToken"`
+}
+
+type listSnapshotBlocksJSON struct {
+	Blocks     []blockJSON  `json:"Blocks"`
+	ExpiryTime epochSeconds `json:"ExpiryTime"`
+	VolumeSize int64        `json:"VolumeSize"`
+	BlockSize  int          `json:"BlockSize"`
+	NextToken  string       `json:"NextToken,omitempty"`
+}
+
+type changedBlockJSON struct {
+	BlockIndex       int64  `json:"BlockIndex"`
+	FirstBlockToken  string `json:"FirstBlockToken,omitempty"`
+	SecondBlockToken string `json:"SecondBlockToken,omitempty"`
+}
+
+type listChangedBlocksJSON struct {
+	ChangedBlocks []changedBlockJSON `json:"ChangedBlocks"`
+	ExpiryTime    epochSeconds       `json:"ExpiryTime"`
+	VolumeSize    int64              `json:"VolumeSize"`
+	BlockSize     int                `json:"BlockSize"`
+	NextToken     string             `json:"NextToken,omitempty"`
+}
+
+// page is what a List request asks for: how many results and from which index.
+type page struct {
+	max   int
+	start int64
+}
+
+// readPage parses maxResults, startingBlockIndex and pageToken; the token wins over
+// startingBlockIndex.
+func (s *Server) readPage(r *http.Request, op, snap, first string) (page, *Error) {
+	q := r.URL.Query()
+	p := page{max: defaultMaxResults}
+	if v := q.Get("maxResults"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n > maxMaxResults || n < 0 {
+			return p, invalidParameter("maxResults %q is not a number from %d to %d", v, minMaxResults, maxMaxResults)
+		}
+		p.max = max(n, minMaxResults) // as the AWS FAQ describes: smaller values are raised
+	}
+	if v := q.Get("startingBlockIndex"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return p, invalidParameter("startingBlockIndex %q is not a non-negative integer", v)
+		}
+		p.start = n
+	}
+	if tok := q.Get("pageToken"); tok != "" {
+		next, err := s.tokens.openPageToken(tok, op, snap, first)
+		if err != nil {
+			return p, invalid(reasonInvalidPageToken, "pageToken %v", err)
+		}
+		p.start = next
+	}
+	return p, nil
+}
+
+func (s *Server) snapshotForRead(w http.ResponseWriter, r *http.Request, id string) (cas.Snapshot, bool) {
+	if !cas.ValidSnapshotID(id) {
+		writeError(w, invalid(reasonInvalidSnapshotID, "%q is not a snapshot id (snap-<hex>)", id))
+		return cas.Snapshot{}, false
+	}
+	snap, err := s.store.Snapshot(r.Context(), s.owner(r), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return snap, false
+	}
+	if snap.Status != cas.StatusCompleted {
+		writeError(w, invalid(reasonInvalidSnapshotID, "snapshot %s is %s; only completed snapshots can be read", id, snap.Status))
+		return snap, false
+	}
+	return snap, true
+}
+
+func (s *Server) listSnapshotBlocks(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	info(r).snapshot = id
+	snap, ok := s.snapshotForRead(w, r, id)
+	if !ok {
+		return
+	}
+	pg, apiErr := s.readPage(r, "list", id, "")
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
+	}
+	out := listSnapshotBlocksJSON{Blocks: []blockJSON{}, VolumeSize: snap.VolumeSize, BlockSize: cas.BlockSize}
+	var expiry time.Time
+	err := s.store.ViewFrom(r.Context(), s.owner(r), id, pg.start, func(sl cas.Slot) bool {
+		if len(out.Blocks) == pg.max {
+			out.NextToken = s.tokens.pageToken("list", id, "", sl.Index)
+			return false
+		}
+		var tok string
+		tok, expiry = s.tokens.blockToken(id, sl.Index, sl.Digest)
+		out.Blocks = append(out.Blocks, blockJSON{BlockIndex: sl.Index, BlockToken: tok})
+		return true
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out.ExpiryTime = epochSeconds(orNow(expiry, s.tokens.clock.Now().Add(blockTokenTTL)))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) listChangedBlocks(w http.ResponseWriter, r *http.Request) {
+	second := r.PathValue("id")
+	info(r).snapshot = second
+	snap, ok := s.snapshotForRead(w, r, second)
+	if !ok {
+		return
+	}
+	first := r.URL.Query().Get("firstSnapshotId")
+	if first != "" {
+		if _, ok := s.snapshotForRead(w, r, first); !ok {
+			return
+		}
+	}
+	pg, apiErr := s.readPage(r, "changed", second, first)
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
+	}
+	out := listChangedBlocksJSON{ChangedBlocks: []changedBlockJSON{}, VolumeSize: snap.VolumeSize, BlockSize: cas.BlockSize}
+	expiry := s.tokens.clock.Now().Add(blockTokenTTL)
+	var err error
+	if first == "" {
+		err = s.store.ViewFrom(r.Context(), s.owner(r), second, pg.start, func(sl cas.Slot) bool {
+			if len(out.ChangedBlocks) == pg.max {
+				out.NextToken = s.tokens.pageToken("changed", second, first, sl.Index)
+				return false
+			}
+			tok, exp := s.tokens.blockToken(second, sl.Index, sl.Digest)
+			expiry = exp
+			out.ChangedBlocks = append(out.ChangedBlocks, changedBlockJSON{BlockIndex: sl.Index, SecondBlockToken: tok})
+			return true
+		})
+	} else {
+		resume := int64(-1)
+		// Unchanged candidates cost work too: one call looks at a bounded number of
+		// them and may answer with an empty page and a NextToken.
+		var next int64
+		next, err = s.store.Changes(r.Context(), s.owner(r), first, second, pg.start, 4*pg.max, func(c cas.Change) bool {
+			if len(out.ChangedBlocks) == pg.max {
+				resume = c.Index
+				return false
+			}
+			cb := changedBlockJSON{BlockIndex: c.Index}
+			if c.HasFirst {
+				cb.FirstBlockToken, expiry = s.tokens.blockToken(first, c.Index, c.First)
+			}
+			if c.HasSecond {
+				cb.SecondBlockToken, expiry = s.tokens.blockToken(second, c.Index, c.Second)
+			}
+			out.ChangedBlocks = append(out.ChangedBlocks, cb)
+			return true
+		})
+		if resume < 0 && next >= 0 {
+			resume = next
+		}
+		if resume >= 0 {
+			out.NextToken = s.tokens.pageToken("changed", second, first, resume)
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out.ExpiryTime = epochSeconds(expiry)
+	writeJSON(w, http.StatusOK, out)
+}
+
+func orNow(t, fallback time.Time) time.Time {
+	if t.IsZero() {
+		return fallback
+	}
+	return t
+}
