@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("EBSD_TEST_RUN_AS_DAEMON") == "1" {
 		os.Exit(runMain(nil, os.Getenv, os.Stderr))
 	}
+	if os.Getenv("EBSD_TEST_HELPER") == "lseek" {
+		os.Exit(lseekHelper(os.Stdout))
+	}
 	os.Exit(m.Run())
 }
 
@@ -41,10 +44,11 @@ type childDaemon struct {
 
 var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
-func startChild(t *testing.T, dataDir string) *childDaemon {
+func startChild(t *testing.T, dataDir string, env ...string) *childDaemon {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "EBSD_TEST_RUN_AS_DAEMON=1", "EBSD_DATA_DIR="+dataDir, "EBSD_LISTEN=127.0.0.1:0", "EBSD_LOG_LEVEL=info")
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"time"
 
 	"github.com/ebsd/ebsd/api"
 	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/fusefs"
 )
 
 // daemon is one running ebsd: the store, the HTTP server and (later) the FUSE mount.
@@ -20,6 +20,7 @@ type daemon struct {
 	log   *slog.Logger
 	store *cas.Store
 	cache *cas.BlockCache
+	mount *fusefs.Mount // nil without --mount
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error // the HTTP server's exit
@@ -39,13 +40,6 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	})
 	if err != nil {
 		return nil, err
-	}
-	if cfg.mount != "" {
-		// The FUSE export attaches here; prepare the mount point now.
-		if err := os.MkdirAll(cfg.mount, 0o755); err != nil {
-			_ = store.Close()
-			return nil, fmt.Errorf("prepare mount point: %w", err)
-		}
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
@@ -80,6 +74,17 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 	}
+	if cfg.mount != "" {
+		d.mount, err = fusefs.New(store, cache, fusefs.Options{
+			MountPoint: cfg.mount, Owner: cfg.accountID, Logger: log, ReadAheadKB: cfg.readAheadKB,
+		})
+		if err != nil {
+			_ = ln.Close()
+			cache.Close()
+			_ = store.Close()
+			return nil, err
+		}
+	}
 	go func() { d.done <- d.srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "data_dir", cfg.dataDir, "region", cfg.region, "account_id", cfg.accountID)
 	return d, nil
@@ -105,6 +110,11 @@ func (d *daemon) stop() error {
 	err := d.srv.Shutdown(ctx)
 	if err != nil {
 		err = fmt.Errorf("http shutdown: %w", err)
+	}
+	if d.mount != nil {
+		if merr := d.mount.Close(ctx); merr != nil {
+			err = errors.Join(err, merr)
+		}
 	}
 	d.cache.Close()
 	if cerr := d.store.Close(); cerr != nil {

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	"github.com/aws/aws-sdk-go-v2/service/ebs/types"
+
+	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/cas/castest"
+)
+
+// requireFUSE skips a FUSE test only where FUSE cannot work, and says so loudly;
+// with EBSD_REQUIRE_FUSE=1 (CI) that is a failure instead.
+func requireFUSE(t *testing.T, tools ...string) {
+	t.Helper()
+	var why string
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		why = fmt.Sprintf("/dev/fuse is not usable: %v", err)
+	} else {
+		f.Close()
+		if os.Geteuid() != 0 {
+			if _, err := exec.LookPath("fusermount3"); err != nil {
+				why = "not root and no fusermount3"
+			}
+		}
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil && why == "" {
+			why = tool + " is not installed (make deps installs it)"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("EBSD_REQUIRE_FUSE") == "1" {
+		t.Fatalf("FUSE test cannot run: %s (EBSD_REQUIRE_FUSE=1 makes this a failure)", why)
+	}
+	t.Skipf("SKIPPING FUSE TEST: %s. Set EBSD_REQUIRE_FUSE=1 to make this fail.", why)
+}
+
+// newFUSEDaemon is a test daemon with its FUSE export mounted in a temp dir.
+func newFUSEDaemon(t *testing.T, tools ...string) *testDaemon {
+	t.Helper()
+	requireFUSE(t, tools...)
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	return newTestDaemon(t, func(c *config) { c.mount = mnt })
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// makeTree writes a reproducible directory tree of text, binary, empty and nested files.
+func makeTree(t *testing.T, dir string, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for i := range 40 {
+		sub := filepath.Join(dir, fmt.Sprintf("d%d", i%5), fmt.Sprintf("e%d", i%3))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		size := rng.IntN(3 << 20)
+		data := make([]byte, size)
+		if i%2 == 0 {
+			for j := 0; j < size; j += cas.BlockSize {
+				blk := make([]byte, cas.BlockSize)
+				castest.CompressibleBlock(blk, seed*1000+uint64(i*100+j/cas.BlockSize))
+				copy(data[j:], blk)
+			}
+		} else {
+			for j := range data {
+				data[j] = byte(rng.Uint32())
+			}
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d.bin", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("d0/e0", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// makeExt4 builds a 1 GiB sparse ext4 image holding the tree at src.
+func makeExt4(t *testing.T, src, image string) {
+	t.Helper()
+	f, err := os.Create(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	run(t, "mkfs.ext4", "-q", "-F", "-E", "root_owner=0:0,lazy_itable_init=0", "-d", src, image)
+}
+
+// uploadImage writes an image file as a snapshot through the SDK, skipping zero
+// blocks; with a base image it sends only the blocks that differ from it.
+func uploadImage(t *testing.T, c *ebs.Client, image, parent, base string) string {
+	t.Helper()
+	data, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []byte
+	if base != "" {
+		if old, err = os.ReadFile(base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gib := (int64(len(data)) + 1<<30 - 1) >> 30
+	in := &ebs.StartSnapshotInput{VolumeSize: aws.Int64(gib)}
+	if parent != "" {
+		in.ParentSnapshotId = aws.String(parent)
+	}
+	id := aws.ToString(startSnapshot(t, c, in).SnapshotId)
+	zero := make([]byte, cas.BlockSize)
+	sent := map[int32][]byte{}
+	for i := 0; i*cas.BlockSize < len(data); i++ {
+		b := data[i*cas.BlockSize : (i+1)*cas.BlockSize]
+		if old != nil {
+			if bytes.Equal(b, old[i*cas.BlockSize:(i+1)*cas.BlockSize]) {
+				continue
+			}
+		} else if bytes.Equal(b, zero) {
+			continue
+		}
+		sent[int32(i)] = b
+	}
+	work := make(chan int32)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range work {
+				if err := putBlock(context.Background(), c, id, i, sent[i]); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for i := range sent {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if status, err := complete(context.Background(), c, id, sent); err != nil || status != types.StatusCompleted {
+		t.Fatalf("complete: %v %v", status, err)
+	}
+	t.Logf("uploaded %s: %d blocks sent", id, len(sent))
+	return id
+}
+
+// loopMount mounts an image read-only through a loop device until the test ends.
+func loopMount(t *testing.T, image string) string {
+	t.Helper()
+	dir := t.TempDir()
+	run(t, "mount", "-o", "loop,ro", image, dir)
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	return dir
+}
+
+func TestFUSEImageEndToEnd(t *testing.T) {
+	td := newFUSEDaemon(t, "mkfs.ext4", "e2fsck", "cmp", "diff", "cp", "du", "dd")
+	c := td.client()
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	makeTree(t, src, 1)
+	image := filepath.Join(work, "base.img")
+	makeExt4(t, src, image)
+
+	mnt := td.cfg.mount
+	pending := aws.ToString(startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}).SnapshotId)
+	id := uploadImage(t, c, image, "", "")
+	names := run(t, "ls", mnt)
+	if !strings.Contains(names, id+"\n") || !strings.Contains(names, id+".json") || strings.Contains(names, pending) {
+		t.Fatalf("mount lists:\n%s\nwant %s and its .json, not pending %s", names, id, pending)
+	}
+	fuseImage := filepath.Join(mnt, id)
+
+	// Byte-identical, read by cmp and by dd with 1 MiB requests.
+	run(t, "cmp", image, fuseImage)
+	copyPath := filepath.Join(work, "dd.img")
+	run(t, "dd", "if="+fuseImage, "of="+copyPath, "bs=1M", "status=none")
+	run(t, "cmp", image, copyPath)
+	// A file system checker finds it clean.
+	run(t, "e2fsck", "-fn", fuseImage)
+	// The kernel mounts it through a loop device and sees the same files.
+	lp := loopMount(t, fuseImage)
+	run(t, "diff", "-r", "--no-dereference", "-x", "lost+found", src, lp)
+	run(t, "umount", lp)
+	// SEEK_DATA/SEEK_HOLE and st_blocks let cp make a sparse copy and du tell the truth.
+	sparse := filepath.Join(work, "sparse.img")
+	run(t, "cp", "--sparse=always", fuseImage, sparse)
+	run(t, "cmp", image, sparse)
+	fuseKB := duKB(t, fuseImage)
+	sparseKB := duKB(t, sparse)
+	if fuseKB <= 0 || fuseKB > 256<<10 || sparseKB > 256<<10 {
+		t.Fatalf("du says %d KiB through FUSE and %d KiB for the sparse copy of a mostly empty 1 GiB image", fuseKB, sparseKB)
+	}
+	snap, err := td.store().Snapshot(context.Background(), defaultAccountID, id)
+	if err != nil || fuseKB != snap.DataBlocks*cas.BlockSize/1024 {
+		t.Fatalf("du %d KiB, snapshot has %d data blocks (%v)", fuseKB, snap.DataBlocks, err)
+	}
+	meta := run(t, "cat", fuseImage+".json")
+	if !strings.Contains(meta, `"volumeSizeGiB": 1`) || !strings.Contains(meta, `"dataBlocks": `+strconv.FormatInt(snap.DataBlocks, 10)) {
+		t.Fatalf("metadata file:\n%s", meta)
+	}
+	if err := exec.Command("sh", "-c", "echo x > "+fuseImage).Run(); err == nil {
+		t.Fatal("writing into an image succeeded")
+	}
+
+	// An incremental child: the base plus changes, made through a read-write loop mount.
+	next := filepath.Join(work, "next.img")
+	run(t, "cp", "--sparse=always", image, next)
+	rw := t.TempDir()
+	run(t, "mount", "-o", "loop", next, rw)
+	newData := bytes.Repeat([]byte("new data\n"), 300000)
+	expected := filepath.Join(work, "new-file")
+	for _, p := range []string{filepath.Join(rw, "new-file"), expected} {
+		if err := os.WriteFile(p, newData, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(filepath.Join(rw, "d1", "e1", "f1.bin")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "umount", rw)
+	child := uploadImage(t, c, next, id, image)
+	run(t, "cmp", next, filepath.Join(mnt, child))
+	run(t, "cmp", image, fuseImage) // the parent is unchanged
+	run(t, "e2fsck", "-fn", filepath.Join(mnt, child))
+	lp = loopMount(t, filepath.Join(mnt, child))
+	run(t, "cmp", filepath.Join(lp, "new-file"), expected)
+	if _, err := os.Stat(filepath.Join(lp, "d1", "e1", "f1.bin")); !os.IsNotExist(err) {
+		t.Fatalf("deleted file still in the child: %v", err)
+	}
+}
+
+func duKB(t *testing.T, path string) int64 {
+	t.Helper()
+	fields := strings.Fields(run(t, "du", "-k", path))
+	n, err := strconv.ParseInt(fields[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// SEEK_DATA and SEEK_HOLE, asked by a child process: holes are never-written and
+// zero blocks alike.
+func TestFUSESeekDataHole(t *testing.T) {
+	td := newFUSEDaemon(t)
+	c := td.client()
+	zero := make([]byte, cas.BlockSize)
+	id := writeSnapshot(t, c, "", 1, map[int32][]byte{2: block(1), 3: block(2), 4: zero, 7: block(3)})
+	path := filepath.Join(td.cfg.mount, id)
+	const bs = cas.BlockSize
+	for _, tc := range []struct {
+		whence     int
+		off, want  int64
+		wantErrnum syscall.Errno
+	}{
+		{seekDataWhence, 0, 2 * bs, 0},
+		{seekDataWhence, 2*bs + 10, 2*bs + 10, 0},
+		{seekDataWhence, 4 * bs, 7 * bs, 0},
+		{seekDataWhence, 8 * bs, -1, syscall.ENXIO},
+		{seekHoleWhence, 0, 0, 0},
+		{seekHoleWhence, 2 * bs, 4 * bs, 0},
+		{seekHoleWhence, 7 * bs, 8 * bs, 0},
+		{seekHoleWhence, 1<<30 - 1, 1<<30 - 1, 0},
+	} {
+		got, errno := childLseek(t, path, tc.off, tc.whence)
+		if got != tc.want || errno != tc.wantErrnum {
+			t.Errorf("lseek(%d, %d) = %d, %v; want %d, %v", tc.off, tc.whence, got, errno, tc.want, tc.wantErrnum)
+		}
+	}
+}
+
+const (
+	seekDataWhence = 3
+	seekHoleWhence = 4
+)
+
+// childLseek runs lseek in a child process (the test binary as a helper).
+func childLseek(t *testing.T, path string, off int64, whence int) (int64, syscall.Errno) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "EBSD_TEST_HELPER=lseek", "EBSD_LSEEK="+fmt.Sprintf("%s|%d|%d", path, off, whence))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("lseek helper: %v", err)
+	}
+	var pos int64
+	var errno int
+	if _, err := fmt.Sscanf(string(out), "%d %d", &pos, &errno); err != nil {
+		t.Fatalf("lseek helper printed %q", out)
+	}
+	return pos, syscall.Errno(errno)
+}
+
+// lseekHelper is the child side of childLseek.
+func lseekHelper(w io.Writer) int {
+	parts := strings.Split(os.Getenv("EBSD_LSEEK"), "|")
+	off, _ := strconv.ParseInt(parts[1], 10, 64)
+	whence, _ := strconv.Atoi(parts[2])
+	f, err := os.Open(parts[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer f.Close()
+	pos, err := syscall.Seek(int(f.Fd()), off, whence)
+	errno := 0
+	if err != nil {
+		errno = int(err.(syscall.Errno))
+	}
+	fmt.Fprintf(w, "%d %d\n", pos, errno)
+	return 0
+}

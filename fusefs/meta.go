@@ -1,0 +1,77 @@
+package fusefs
+
+import (
+	"context"
+	"encoding/json"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ebsd/ebsd/cas"
+)
+
+// metaFile is snap-….json beside each image: what a person wants to know about the
+// snapshot without the API.
+type metaFile struct {
+	fs.Inode
+	completed time.Time
+	content   []byte
+}
+
+var (
+	_ fs.NodeGetattrer = (*metaFile)(nil)
+	_ fs.NodeOpener    = (*metaFile)(nil)
+	_ fs.NodeReader    = (*metaFile)(nil)
+)
+
+type metaJSON struct {
+	SnapshotID       string    `json:"snapshotId"`
+	ParentSnapshotID string    `json:"parentSnapshotId,omitempty"`
+	OwnerID          string    `json:"ownerId"`
+	Description      string    `json:"description,omitempty"`
+	Tags             []cas.Tag `json:"tags,omitempty"`
+	VolumeSizeGiB    int64     `json:"volumeSizeGiB"`
+	BlockSize        int       `json:"blockSize"`
+	StartTime        time.Time `json:"startTime"`
+	CompleteTime     time.Time `json:"completeTime"`
+	ChangedBlocks    int64     `json:"changedBlocks"`
+	DataBlocks       int64     `json:"dataBlocks"`
+	StoredBytes      int64     `json:"storedBytes"`
+}
+
+func newMetaFile(s cas.Snapshot) *metaFile {
+	b, _ := json.MarshalIndent(metaJSON{
+		SnapshotID: s.ID, ParentSnapshotID: s.ParentID, OwnerID: s.OwnerID, Description: s.Description,
+		Tags: s.Tags, VolumeSizeGiB: s.VolumeSize, BlockSize: cas.BlockSize, StartTime: s.StartTime,
+		CompleteTime: s.CompleteTime, ChangedBlocks: s.ChangedBlocks, DataBlocks: s.DataBlocks, StoredBytes: s.StoredBytes,
+	}, "", "  ")
+	return &metaFile{completed: s.CompleteTime, content: append(b, '\n')}
+}
+
+func (m *metaFile) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Size = uint64(len(m.content))
+	a.Nlink = 1
+	setTimes(a, m.completed)
+}
+
+func (m *metaFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	m.attr(&out.Attr)
+	return 0
+}
+
+func (m *metaFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (m *metaFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(m.content)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(m.content[off:min(int64(len(m.content)), off+int64(len(dest)))]), 0
+}

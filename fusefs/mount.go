@@ -1,0 +1,226 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Options configure the export.
+type Options struct {
+	// MountPoint is the directory to mount on; created if missing.
+	MountPoint string
+	// Owner is the account whose snapshots are exported.
+	Owner  string
+	Logger *slog.Logger
+	// ReadAheadKB, when > 0, sets the kernel's readahead for the mount (bdi
+	// read_ahead_kb); 0 leaves the kernel's default.
+	ReadAheadKB int
+}
+
+// export is the state every node shares.
+type export struct {
+	src          Source
+	blocks       Blocks
+	owner        string
+	log          *slog.Logger
+	cacheTimeout time.Duration
+}
+
+// Mount is a mounted export.
+type Mount struct {
+	dir    string
+	dev    uint64 // the mount's device number; its minor names the FUSE connection
+	server *fuse.Server
+	log    *slog.Logger
+}
+
+// Mount options, chosen by measurement (BENCHMARKS.md):
+const (
+	// maxRequest is the largest read the kernel sends: 1 MiB, two blocks.
+	maxRequest = 1 << 20
+	// maxBackground lets the kernel keep many readahead requests in flight.
+	maxBackground = 64
+	// cacheTimeout: names and attributes of completed snapshots never change.
+	cacheTimeout = time.Hour
+)
+
+// New mounts the export. A stale mount left on the directory by a crashed daemon
+// (ENOTCONN) is detached first. When running as root the kernel is asked directly
+// (no fusermount needed).
+func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(opts.MountPoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := detachStale(dir, log); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("fusefs: create mount point: %w", err)
+	}
+	exp := &export{src: src, blocks: blocks, owner: opts.Owner, log: log, cacheTimeout: cacheTimeout}
+	timeout, negative := cacheTimeout, time.Duration(0)
+	root := &root{exp: exp}
+	asRoot := os.Geteuid() == 0
+	server, err := fs.Mount(dir, root, &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &negative, // a snapshot must show up as soon as it completes
+		MountOptions: fuse.MountOptions{
+			FsName:           "ebsd",
+			Name:             "ebsd",
+			Options:          []string{"ro"},
+			MaxWrite:         maxRequest,
+			MaxReadAhead:     maxRequest,
+			MaxBackground:    maxBackground,
+			DirectMount:      asRoot,
+			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			AllowOther:       asRoot,
+			DisableXAttrs:    true,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount on %s: %w", dir, err)
+	}
+	m := &Mount{dir: dir, server: server, log: log}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err == nil {
+		m.dev = st.Dev
+	}
+	if opts.ReadAheadKB > 0 {
+		if err := m.setReadAhead(opts.ReadAheadKB); err != nil {
+			log.Warn("cannot set FUSE readahead", "kb", opts.ReadAheadKB, "err", err)
+		}
+	}
+	log.Info("FUSE export mounted", "dir", dir)
+	return m, nil
+}
+
+// detachStale lazily unmounts a dead FUSE mount left on dir by a crashed daemon. The
+// kernel may still answer stat from its attribute cache, so the check is statfs, which
+// always reaches the file system's server. A live ebsd mount there is an error: two
+// daemons must not share a mount point.
+func detachStale(dir string, log *slog.Logger) error {
+	fstype, ok := mountedType(dir)
+	if !ok {
+		return nil
+	}
+	var st syscall.Statfs_t
+	err := syscall.Statfs(dir, &st)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		log.Warn("detaching stale FUSE mount left by a previous daemon", "dir", dir)
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("fusefs: detach stale mount on %s: %w", dir, err)
+		}
+		return nil
+	case err == nil && fstype == "fuse.ebsd":
+		return fmt.Errorf("fusefs: %s is already mounted by a running ebsd", dir)
+	}
+	return nil
+}
+
+// mountedType reports whether dir is a mount point, and its file-system type.
+func mountedType(dir string) (string, bool) {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	var fstype string
+	found := false
+	for _, line := range strings.Split(string(raw), "\n") {
+		// id parent major:minor root mountpoint options ... - fstype source superopts
+		fields := strings.Fields(line)
+		if len(fields) < 5 || unescapeMountPath(fields[4]) != dir {
+			continue
+		}
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) {
+				fstype, found = fields[i+1], true // the last one listed is on top
+			}
+		}
+	}
+	return fstype, found
+}
+
+// unescapeMountPath undoes the octal escapes (\040 for space…) of /proc mount paths.
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// setReadAhead writes the mount's backing-device readahead in KiB.
+func (m *Mount) setReadAhead(kb int) error {
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", devMajor(m.dev), devMinor(m.dev))
+	return os.WriteFile(path, []byte(strconv.Itoa(kb)), 0o644)
+}
+
+// Dir is the mount point.
+func (m *Mount) Dir() string { return m.dir }
+
+// Close unmounts. When the mount is busy (an image is open, a loop device holds it)
+// it is detached lazily: it disappears from the namespace at once and the kernel lets
+// go of it when the last user does.
+func (m *Mount) Close(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- m.server.Unmount() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		m.log.Warn("FUSE unmount failed, detaching lazily", "dir", m.dir, "err", err)
+		if derr := syscall.Unmount(m.dir, syscall.MNT_DETACH); derr != nil && !errors.Is(derr, syscall.EINVAL) {
+			return fmt.Errorf("fusefs: unmount %s: %w", m.dir, errors.Join(err, derr))
+		}
+	}
+	served := make(chan struct{})
+	go func() { m.server.Wait(); close(served) }()
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		// Something (a loop device, an open image) still holds the detached mount:
+		// abort the connection so no request reaches a store that is closing.
+		m.log.Warn("aborting FUSE connection still in use", "dir", m.dir)
+		abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", devMinor(m.dev))
+		if aerr := os.WriteFile(abort, []byte("1"), 0o200); aerr != nil {
+			return fmt.Errorf("fusefs: %s still in use and cannot abort it: %w", m.dir, aerr)
+		}
+		<-served
+	}
+	m.log.Info("FUSE export unmounted", "dir", m.dir)
+	return nil
+}
+
+func devMajor(dev uint64) uint64 { return (dev>>8)&0xfff | (dev>>32)&^0xfff }
+func devMinor(dev uint64) uint64 { return dev&0xff | (dev>>12)&^0xff }
