@@ -80,30 +80,32 @@ func (c *BlockCache) Block(ctx context.Context, d Digest) ([]byte, error) {
 	}
 }
 
-// Prefetch starts fetching d in the background unless it is cached, already being
-// fetched, or every prefetch slot is busy. It never blocks.
-func (c *BlockCache) Prefetch(d Digest) {
+// Prefetch starts fetching d in the background unless it is cached or already being
+// fetched. It never blocks: when every prefetch slot is busy it does nothing and
+// returns false, so the caller can ask again later.
+func (c *BlockCache) Prefetch(d Digest) bool {
 	if d == ZeroDigest {
-		return
+		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[d]; ok {
-		return
+		return true
 	}
 	if _, ok := c.flights[d]; ok {
-		return
+		return true
 	}
 	select {
 	case c.prefetchSlots <- struct{}{}:
 	default:
-		return
+		return false
 	}
 	f := c.startLocked(d)
 	go func() {
 		<-f.done
 		<-c.prefetchSlots
 	}()
+	return true
 }
 
 // startLocked returns the flight fetching d, starting one if needed. c.mu is held.

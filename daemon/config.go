@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/fusefs"
 )
 
 // config is everything the daemon is told at start. Every flag can also come from an
@@ -22,6 +23,7 @@ type config struct {
 	compression cas.Compression
 	cacheMB     int
 	readAheadKB int
+	fuseTuning  fusefs.Options // benchmark-only overrides of the mount options
 	logLevel    slog.Level
 
 	// Set by tests, not by flags.
@@ -55,7 +57,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.accountID, "account-id", env("ACCOUNT_ID", defaultAccountID), "12-digit owner id of all snapshots (env EBSD_ACCOUNT_ID)")
 	fs.StringVar(&compression, "compression", env("COMPRESSION", string(cas.CompressZstd)), "codec for new blocks: zstd (best ratio), s2 (faster) or none (env EBSD_COMPRESSION)")
 	fs.IntVar(&c.cacheMB, "cache-mb", envInt(getenv, "CACHE_MB", 256), "MiB of decompressed blocks cached for reads, shared by API and FUSE (env EBSD_CACHE_MB)")
-	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", envInt(getenv, "FUSE_READAHEAD_KB", 0), "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's (env EBSD_FUSE_READAHEAD_KB)")
+	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", envInt(getenv, "FUSE_READAHEAD_KB", 4096), "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128 (env EBSD_FUSE_READAHEAD_KB)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env EBSD_LOG_LEVEL)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: ebsd [flags]\n\nServes the Amazon EBS direct APIs on a local Badger store.\n\nFlags:")

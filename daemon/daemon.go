@@ -52,7 +52,7 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		_ = store.Close()
 		return nil, err
 	}
-	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*2)
+	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*4)
 	handler := api.New(store, api.Config{
 		OwnerID: cfg.accountID, Region: cfg.region, Logger: log,
 		Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
@@ -75,9 +75,9 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		},
 	}
 	if cfg.mount != "" {
-		d.mount, err = fusefs.New(store, cache, fusefs.Options{
-			MountPoint: cfg.mount, Owner: cfg.accountID, Logger: log, ReadAheadKB: cfg.readAheadKB,
-		})
+		opts := cfg.fuseTuning
+		opts.MountPoint, opts.Owner, opts.Logger, opts.ReadAheadKB = cfg.mount, cfg.accountID, log, cfg.readAheadKB
+		d.mount, err = fusefs.New(store, cache, opts)
 		if err != nil {
 			_ = ln.Close()
 			cache.Close()

@@ -25,7 +25,7 @@ import (
 
 // requireFUSE skips a FUSE test only where FUSE cannot work, and says so loudly;
 // with EBSD_REQUIRE_FUSE=1 (CI) that is a failure instead.
-func requireFUSE(t *testing.T, tools ...string) {
+func requireFUSE(t testing.TB, tools ...string) {
 	t.Helper()
 	var why string
 	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
@@ -53,14 +53,14 @@ func requireFUSE(t *testing.T, tools ...string) {
 }
 
 // newFUSEDaemon is a test daemon with its FUSE export mounted in a temp dir.
-func newFUSEDaemon(t *testing.T, tools ...string) *testDaemon {
+func newFUSEDaemon(t testing.TB, tools ...string) *testDaemon {
 	t.Helper()
 	requireFUSE(t, tools...)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	return newTestDaemon(t, func(c *config) { c.mount = mnt })
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -70,7 +70,7 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 // makeTree writes a reproducible directory tree of text, binary, empty and nested files.
-func makeTree(t *testing.T, dir string, seed uint64) {
+func makeTree(t testing.TB, dir string, seed uint64) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	for i := range 40 {
@@ -104,7 +104,7 @@ func makeTree(t *testing.T, dir string, seed uint64) {
 }
 
 // makeExt4 builds a 1 GiB sparse ext4 image holding the tree at src.
-func makeExt4(t *testing.T, src, image string) {
+func makeExt4(t testing.TB, src, image string) {
 	t.Helper()
 	f, err := os.Create(image)
 	if err != nil {
@@ -119,7 +119,7 @@ func makeExt4(t *testing.T, src, image string) {
 
 // uploadImage writes an image file as a snapshot through the SDK, skipping zero
 // blocks; with a base image it sends only the blocks that differ from it.
-func uploadImage(t *testing.T, c *ebs.Client, image, parent, base string) string {
+func uploadImage(t testing.TB, c *ebs.Client, image, parent, base string) string {
 	t.Helper()
 	data, err := os.ReadFile(image)
 	if err != nil {
@@ -259,7 +259,7 @@ func TestFUSEImageEndToEnd(t *testing.T) {
 	}
 }
 
-func duKB(t *testing.T, path string) int64 {
+func duKB(t testing.TB, path string) int64 {
 	t.Helper()
 	fields := strings.Fields(run(t, "du", "-k", path))
 	n, err := strconv.ParseInt(fields[0], 10, 64)

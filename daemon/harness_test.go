@@ -32,12 +32,13 @@ type testDaemon struct {
 func newTestDaemon(t testing.TB, adjust ...func(*config)) *testDaemon {
 	t.Helper()
 	cfg := config{
-		dataDir:   t.TempDir(),
-		listen:    "127.0.0.1:0",
-		region:    defaultRegion,
-		accountID: defaultAccountID,
-		logLevel:  slog.LevelWarn,
-		cacheMB:   64,
+		dataDir:     t.TempDir(),
+		listen:      "127.0.0.1:0",
+		region:      defaultRegion,
+		accountID:   defaultAccountID,
+		logLevel:    slog.LevelWarn,
+		cacheMB:     64,
+		readAheadKB: 4096,
 	}
 	for _, f := range adjust {
 		f(&cfg)

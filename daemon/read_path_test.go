@@ -206,7 +206,8 @@ func TestLineageReadsAndChangedBlocks(t *testing.T) {
 	for i := int32(0); i < 10; i++ {
 		aBlocks[i] = block(0xA0 + byte(i))
 	}
-	bBlocks := map[int32][]byte{2: block(0xB2), 3: block(0xB3), 4: zero, 20: block(0xB4)}
+	// B writes zeros over A's data at 4 and zeros where nothing was ever written at 50.
+	bBlocks := map[int32][]byte{2: block(0xB2), 3: block(0xB3), 4: zero, 20: block(0xB4), 50: zero}
 	cBlocks := map[int32][]byte{3: block(0xC3), 30: block(0xC4)}
 	dBlocks := map[int32][]byte{2: block(0xB2), 40: block(0xD4)}
 	a := writeSnapshot(t, c, "", 1, aBlocks)
@@ -274,10 +275,10 @@ func TestLineageReadsAndChangedBlocks(t *testing.T) {
 		first, second string
 		want          []change
 	}{
-		{"grandparent to grandchild", a, cc, []change{{2, true, true}, {3, true, true}, {4, true, true}, {20, false, true}, {30, false, true}}},
-		{"grandchild to grandparent", cc, a, []change{{2, true, true}, {3, true, true}, {4, true, true}, {20, true, false}, {30, true, false}}},
+		{"grandparent to grandchild", a, cc, []change{{2, true, true}, {3, true, true}, {4, true, true}, {20, false, true}, {30, false, true}, {50, false, true}}},
+		{"grandchild to grandparent", cc, a, []change{{2, true, true}, {3, true, true}, {4, true, true}, {20, true, false}, {30, true, false}, {50, true, false}}},
 		{"parent to child", b, cc, []change{{3, true, true}, {30, false, true}}},
-		{"siblings", b, d, []change{{3, true, true}, {4, true, true}, {20, true, false}, {40, false, true}}},
+		{"siblings", b, d, []change{{3, true, true}, {4, true, true}, {20, true, false}, {40, false, true}, {50, true, false}}},
 		{"same snapshot", cc, cc, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -286,8 +287,8 @@ func TestLineageReadsAndChangedBlocks(t *testing.T) {
 			}
 		})
 	}
-	if got := changes("", b); len(got) != 11 {
-		t.Fatalf("without firstSnapshotId: %d blocks, want B's 11", len(got))
+	if got := changes("", b); len(got) != 12 {
+		t.Fatalf("without firstSnapshotId: %d blocks, want the 12 of B's view", len(got))
 	}
 	_, err := c.ListChangedBlocks(ctx, &ebs.ListChangedBlocksInput{FirstSnapshotId: aws.String(unrelated), SecondSnapshotId: aws.String(cc)})
 	wantValidation(t, err, types.ValidationExceptionReasonUnrelatedSnapshots)

@@ -53,7 +53,11 @@ func (f *imageFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32
 		return nil, 0, syscall.EROFS
 	}
 	// Images never change, so the kernel may keep their pages across opens.
-	return &imageHandle{file: f}, fuse.FOPEN_KEEP_CACHE, 0
+	var fuseFlags uint32
+	if f.exp.keepCache {
+		fuseFlags = fuse.FOPEN_KEEP_CACHE
+	}
+	return &imageHandle{file: f}, fuseFlags, 0
 }
 
 // imageHandle is one open image. It remembers a window of resolved block-map slots
@@ -113,7 +117,7 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	h.mu.Lock()
 	h.trackSequential(off, end)
 	slots, err := h.slotsFor(ctx, first, last+int64(h.ahead))
-	var prefetch []cas.Digest
+	var prefetch []cas.Slot
 	if err == nil {
 		prefetch = h.planPrefetch(last, slots)
 		slots = slots[:sort.Search(len(slots), func(i int) bool { return slots[i].Index > last })]
@@ -123,8 +127,14 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		h.file.exp.log.Error("resolving blocks", "snapshot", h.file.snap.ID, "offset", off, "err", err)
 		return nil, syscall.EIO
 	}
-	for _, d := range prefetch {
-		h.file.exp.blocks.Prefetch(d)
+	for _, s := range prefetch {
+		if !h.file.exp.blocks.Prefetch(s.Digest) {
+			// Every prefetch slot is busy: ask again on the next read.
+			h.mu.Lock()
+			h.prefetchd = min(h.prefetchd, s.Index)
+			h.mu.Unlock()
+			break
+		}
 	}
 
 	out := dest[:end-off]
@@ -153,8 +163,8 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	return fuse.ReadResultData(out), 0
 }
 
-// maxAhead bounds sequential prefetch (16 blocks = 8 MiB).
-const maxAhead = 16
+// maxAhead bounds sequential prefetch (32 blocks = 16 MiB).
+const maxAhead = 32
 
 // trackSequential doubles the prefetch depth while reads stay sequential and drops it
 // on a random read. h.mu is held.
@@ -171,17 +181,17 @@ func (h *imageHandle) trackSequential(off, end int64) {
 	h.nextOff = max(h.nextOff, end)
 }
 
-// planPrefetch returns the digests to fetch ahead of a read ending in block last that
+// planPrefetch returns the blocks to fetch ahead of a read ending in block last that
 // were not asked for before. h.mu is held; slots covers [.., last+h.ahead].
-func (h *imageHandle) planPrefetch(last int64, slots []cas.Slot) []cas.Digest {
+func (h *imageHandle) planPrefetch(last int64, slots []cas.Slot) []cas.Slot {
 	if h.ahead == 0 {
 		return nil
 	}
 	from, to := max(last+1, h.prefetchd), last+int64(h.ahead)
-	var out []cas.Digest
+	var out []cas.Slot
 	for _, s := range slots {
 		if s.Index >= from && s.Index <= to && s.Digest != cas.ZeroDigest {
-			out = append(out, s.Digest)
+			out = append(out, s)
 		}
 	}
 	h.prefetchd = max(h.prefetchd, to+1)

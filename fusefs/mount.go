@@ -26,6 +26,11 @@ type Options struct {
 	// ReadAheadKB, when > 0, sets the kernel's readahead for the mount (bdi
 	// read_ahead_kb); 0 leaves the kernel's default.
 	ReadAheadKB int
+	// MaxRequest, MaxBackground and NoKeepCache override the measured defaults below;
+	// they exist so the benchmark can show what each one is worth.
+	MaxRequest    int
+	MaxBackground int
+	NoKeepCache   bool
 }
 
 // export is the state every node shares.
@@ -35,6 +40,7 @@ type export struct {
 	owner        string
 	log          *slog.Logger
 	cacheTimeout time.Duration
+	keepCache    bool
 }
 
 // Mount is a mounted export.
@@ -73,7 +79,13 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("fusefs: create mount point: %w", err)
 	}
-	exp := &export{src: src, blocks: blocks, owner: opts.Owner, log: log, cacheTimeout: cacheTimeout}
+	if opts.MaxRequest == 0 {
+		opts.MaxRequest = maxRequest
+	}
+	if opts.MaxBackground == 0 {
+		opts.MaxBackground = maxBackground
+	}
+	exp := &export{src: src, blocks: blocks, owner: opts.Owner, log: log, cacheTimeout: cacheTimeout, keepCache: !opts.NoKeepCache}
 	timeout, negative := cacheTimeout, time.Duration(0)
 	root := &root{exp: exp}
 	asRoot := os.Geteuid() == 0
@@ -85,13 +97,16 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 			FsName:           "ebsd",
 			Name:             "ebsd",
 			Options:          []string{"ro"},
-			MaxWrite:         maxRequest,
-			MaxReadAhead:     maxRequest,
-			MaxBackground:    maxBackground,
+			MaxWrite:         opts.MaxRequest,
+			MaxReadAhead:     opts.MaxRequest,
+			MaxBackground:    opts.MaxBackground,
 			DirectMount:      asRoot,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 			AllowOther:       asRoot,
 			DisableXAttrs:    true,
+			// Read results are in memory already; splicing a 1 MiB reply into a pipe
+			// also fails against the default pipe-max-size and logs on every read.
+			DisableSplice: true,
 		},
 	})
 	if err != nil {

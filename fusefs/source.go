@@ -18,7 +18,7 @@ type Source interface {
 // Blocks is what the export needs of the block cache.
 type Blocks interface {
 	cas.BlockReader
-	Prefetch(d cas.Digest)
+	Prefetch(d cas.Digest) bool
 }
 
 // inode numbers are derived from the snapshot id so they are stable across restarts;
