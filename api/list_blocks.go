@@ -3,7 +3,6 @@ package api
 import (
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -105,24 +104,35 @@ func (s *Server) listSnapshotBlocks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr)
 		return
 	}
-	out := listSnapshotBlocksJSON{Blocks: []blockJSON{}, VolumeSize: snap.VolumeSize, BlockSize: cas.BlockSize}
-	var expiry time.Time
-	err := s.store.ViewFrom(r.Context(), s.owner(r), id, pg.start, func(sl cas.Slot) bool {
-		if len(out.Blocks) == pg.max {
-			out.NextToken = s.tokens.pageToken("list", id, "", sl.Index)
-			return false
-		}
-		var tok string
-		tok, expiry = s.tokens.blockToken(id, sl.Index, sl.Digest)
-		out.Blocks = append(out.Blocks, blockJSON{BlockIndex: sl.Index, BlockToken: tok})
-		return true
-	})
+	slots, next, err := s.viewPage(r, id, pg, "list", "")
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out.ExpiryTime = epochSeconds(orNow(expiry, s.tokens.clock.Now().Add(blockTokenTTL)))
+	out := listSnapshotBlocksJSON{Blocks: make([]blockJSON, len(slots)), VolumeSize: snap.VolumeSize, BlockSize: cas.BlockSize, NextToken: next}
+	expiry := s.tokens.clock.Now().Add(blockTokenTTL)
+	for i, sl := range slots {
+		out.Blocks[i] = blockJSON{BlockIndex: sl.Index}
+		out.Blocks[i].BlockToken, expiry = s.tokens.blockToken(id, sl.Index, sl.Digest)
+	}
+	out.ExpiryTime = epochSeconds(expiry)
 	writeJSON(w, http.StatusOK, out)
+}
+
+// viewPage returns up to pg.max slots of a snapshot's view from pg.start and, when
+// there are more, the page token of the rest.
+func (s *Server) viewPage(r *http.Request, id string, pg page, op, first string) ([]cas.Slot, string, error) {
+	var slots []cas.Slot
+	var next string
+	err := s.store.ViewFrom(r.Context(), s.owner(r), id, pg.start, func(sl cas.Slot) bool {
+		if len(slots) == pg.max {
+			next = s.tokens.pageToken(op, id, first, sl.Index)
+			return false
+		}
+		slots = append(slots, sl)
+		return true
+	})
+	return slots, next, err
 }
 
 func (s *Server) listChangedBlocks(w http.ResponseWriter, r *http.Request) {
@@ -147,16 +157,13 @@ func (s *Server) listChangedBlocks(w http.ResponseWriter, r *http.Request) {
 	expiry := s.tokens.clock.Now().Add(blockTokenTTL)
 	var err error
 	if first == "" {
-		err = s.store.ViewFrom(r.Context(), s.owner(r), second, pg.start, func(sl cas.Slot) bool {
-			if len(out.ChangedBlocks) == pg.max {
-				out.NextToken = s.tokens.pageToken("changed", second, first, sl.Index)
-				return false
-			}
-			tok, exp := s.tokens.blockToken(second, sl.Index, sl.Digest)
-			expiry = exp
-			out.ChangedBlocks = append(out.ChangedBlocks, changedBlockJSON{BlockIndex: sl.Index, SecondBlockToken: tok})
-			return true
-		})
+		var slots []cas.Slot
+		slots, out.NextToken, err = s.viewPage(r, second, pg, "changed", first)
+		for _, sl := range slots {
+			cb := changedBlockJSON{BlockIndex: sl.Index}
+			cb.SecondBlockToken, expiry = s.tokens.blockToken(second, sl.Index, sl.Digest)
+			out.ChangedBlocks = append(out.ChangedBlocks, cb)
+		}
 	} else {
 		resume := int64(-1)
 		// Unchanged candidates cost work too: one call looks at a bounded number of
@@ -190,11 +197,4 @@ func (s *Server) listChangedBlocks(w http.ResponseWriter, r *http.Request) {
 	}
 	out.ExpiryTime = epochSeconds(expiry)
 	writeJSON(w, http.StatusOK, out)
-}
-
-func orNow(t, fallback time.Time) time.Time {
-	if t.IsZero() {
-		return fallback
-	}
-	return t
 }
