@@ -55,6 +55,7 @@ func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error 
 		stripe := &s.stripes[d[0]]
 		stripe.RLock()
 		defer stripe.RUnlock()
+		s.noteTouched(d)
 		bk := blockKey(d)
 		has, err := s.hasKey(bk)
 		if err != nil {
@@ -147,6 +148,8 @@ func (s *Store) scanMap(ctx context.Context, id string, start int64, fn func(ind
 // dropMap deletes the block map of a snapshot; blocks no longer referenced are left to
 // garbage collection.
 func (s *Store) dropMap(ctx context.Context, id string) error {
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -180,7 +183,7 @@ func (s *Store) BlockDigest(ctx context.Context, owner, id string, index int64) 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			e, err := s.lookup(owner, cur)
+			e, err := s.lookupAny(owner, cur)
 			if err != nil {
 				return err
 			}

@@ -21,9 +21,11 @@ import (
 // check the state and write, so a state change (complete, expire) under mu exclusive
 // never races with a block landing in a snapshot that is no longer pending.
 type entry struct {
-	owner string // immutable, readable without mu
-	mu    sync.RWMutex
-	rec   Snapshot
+	owner   string      // immutable, readable without mu
+	deleted atomic.Bool // set once, when the snapshot is deleted
+	pins    atomic.Int32
+	mu      sync.RWMutex
+	rec     Snapshot
 	// lastActive is the unix-nano time of the last put or complete. It is not
 	// persisted: after a restart the idle clock starts again, so a restart never
 	// times out a snapshot earlier than its Timeout promised.
@@ -90,6 +92,7 @@ func (s *Store) loadCatalog() error {
 				return fmt.Errorf("cas: load snapshot record %q: %w", it.Item().Key(), err)
 			}
 			e.owner = e.rec.OwnerID
+			e.deleted.Store(!e.rec.DeletedAt.IsZero())
 			e.lastActive.Store(now)
 			s.snaps[e.rec.ID] = e
 		}
@@ -97,8 +100,18 @@ func (s *Store) loadCatalog() error {
 	})
 }
 
-// lookup returns the entry of a snapshot the owner can see.
+// lookup returns the entry of a snapshot the owner can see (not deleted).
 func (s *Store) lookup(owner, id string) (*entry, error) {
+	e, err := s.lookupAny(owner, id)
+	if err == nil && e.deleted.Load() {
+		return nil, fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+	}
+	return e, err
+}
+
+// lookupAny returns the entry of a snapshot of the owner, deleted or not: lineages
+// read through deleted ancestors.
+func (s *Store) lookupAny(owner, id string) (*entry, error) {
 	s.snapsMu.RLock()
 	e := s.snaps[id]
 	s.snapsMu.RUnlock()
@@ -125,7 +138,7 @@ func (s *Store) Snapshots(owner string) []Snapshot {
 	s.snapsMu.RLock()
 	entries := make([]*entry, 0, len(s.snaps))
 	for _, e := range s.snaps {
-		if e.owner == owner {
+		if e.owner == owner && !e.deleted.Load() {
 			entries = append(entries, e)
 		}
 	}
@@ -153,6 +166,17 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 		if found {
 			if tok.Fingerprint != fp {
 				return Snapshot{}, fmt.Errorf("%w: token %q started %s", ErrTokenConflict, p.ClientToken, tok.SnapshotID)
+			}
+			e, err := s.lookupAny(p.OwnerID, tok.SnapshotID)
+			if err != nil {
+				return Snapshot{}, err
+			}
+			if e.deleted.Load() {
+				// The retry of a request whose snapshot was deleted since: the original
+				// answer, as it stands now, and no new snapshot.
+				snap := e.snapshot()
+				snap.Status, snap.StatusMessage = StatusError, "deleted"
+				return snap, nil
 			}
 			return s.Snapshot(ctx, p.OwnerID, tok.SnapshotID)
 		}
@@ -189,7 +213,7 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 		Status:         StatusPending,
 		StartTime:      now,
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		if err := setJSON(txn, snapshotKey(rec.ID), rec); err != nil {
 			return err
 		}
@@ -315,11 +339,11 @@ func (s *Store) linearAggregate(ctx context.Context, id string) (int64, Digest, 
 func (s *Store) completionSizes(ctx context.Context, rec Snapshot) (dataBlocks, storedBytes int64, err error) {
 	var parents []string
 	if rec.ParentID != "" {
-		parent, err := s.Snapshot(ctx, rec.OwnerID, rec.ParentID)
+		pe, err := s.lookupAny(rec.OwnerID, rec.ParentID)
 		if err != nil {
 			return 0, 0, fmt.Errorf("parent: %w", err)
 		}
-		dataBlocks = parent.DataBlocks
+		dataBlocks = pe.snapshot().DataBlocks
 		if parents, err = s.lineage(rec.OwnerID, rec.ParentID); err != nil {
 			return 0, 0, err
 		}
@@ -372,7 +396,7 @@ func (s *Store) Secret(name string) ([]byte, error) {
 	}
 	secret = make([]byte, 32)
 	_, _ = rand.Read(secret)
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, secret) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(key, secret) }); err != nil {
 		return nil, fmt.Errorf("cas: write secret %s: %w", name, err)
 	}
 	return secret, s.sync()
@@ -380,7 +404,7 @@ func (s *Store) Secret(name string) ([]byte, error) {
 
 // writeRecord persists a snapshot record and syncs it to stable storage.
 func (s *Store) writeRecord(rec Snapshot) error {
-	if err := s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return setJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
 		return fmt.Errorf("cas: write snapshot record: %w", err)
 	}
 	return s.sync()
@@ -413,6 +437,9 @@ func (s *Store) ExpireIdle(ctx context.Context) (int, error) {
 	s.snapsMu.RUnlock()
 	n := 0
 	for _, e := range entries {
+		if e.deleted.Load() {
+			continue
+		}
 		e.mu.RLock()
 		idle := e.rec.Status == StatusPending && s.idle(e, s.clock.Now())
 		e.mu.RUnlock()

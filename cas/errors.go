@@ -18,5 +18,6 @@ var (
 	ErrAggregateMismatch = errors.New("aggregate checksum does not match")
 	ErrCorruptBlock      = errors.New("stored block is corrupt")
 	ErrUnrelated         = errors.New("snapshots are not of one lineage")
+	ErrTooManyTags       = errors.New("too many tags")
 	ErrClosed            = errors.New("store is closed")
 )

@@ -54,7 +54,7 @@ func (s *Store) groupCommitLoop() {
 }
 
 func (s *Store) commitGroup(group []*writeOp) error {
-	return s.db.Update(func(txn *badger.Txn) error {
+	return s.update(func(txn *badger.Txn) error {
 		for _, op := range group {
 			if op.blockKey != nil {
 				if err := txn.SetEntry(badger.NewEntry(op.blockKey, op.value).WithMeta(byte(op.tag))); err != nil {

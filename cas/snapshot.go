@@ -49,6 +49,12 @@ type Snapshot struct {
 	StoredBytes int64 `json:"stored,omitempty"`
 	// StatusMessage says why a snapshot is in error.
 	StatusMessage string `json:"msg,omitempty"`
+	// DeletedAt is when the snapshot was deleted. A deleted snapshot is invisible; its
+	// record stays (for client-token retries, and as an ancestor of live snapshots)
+	// until garbage collection drops it.
+	DeletedAt time.Time `json:"deleted,omitzero"`
+	// MapReleased says garbage collection has dropped the block map of a deleted snapshot.
+	MapReleased bool `json:"released,omitempty"`
 }
 
 // Blocks is the number of block slots of the volume.

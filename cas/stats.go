@@ -2,6 +2,9 @@ package cas
 
 import (
 	"context"
+	"io/fs"
+	"path/filepath"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -56,4 +59,24 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	})
 	st.LSMBytes, st.VlogBytes = s.db.Size()
 	return st, err
+}
+
+// dirBytes is the space the files under dir take on disk (allocated blocks, as du
+// counts them: Badger's value-log files are sparse).
+func dirBytes(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n
 }

@@ -31,6 +31,10 @@ type Options struct {
 	// ExpireInterval is how often idle pending snapshots are looked for; negative disables
 	// the background check (tests call ExpireIdle themselves).
 	ExpireInterval time.Duration
+	// ValueLogFileSize is the size of Badger's value-log files. Garbage collection gives
+	// space back a whole file at a time and never from the file being written, so
+	// smaller files return space sooner (default 256 MiB).
+	ValueLogFileSize int64
 }
 
 const (
@@ -56,6 +60,15 @@ type Store struct {
 	stripes [256]sync.RWMutex
 
 	writes chan *writeOp // to the group committer
+
+	// writeGate is held shared by every write to Badger and exclusively while garbage
+	// collection flushes Badger's memtable (which makes Badger refuse writes): writers
+	// wait a moment instead of failing.
+	writeGate sync.RWMutex
+	gcMu      sync.Mutex // one collection at a time
+	touchMu   sync.Mutex
+	touched   map[Digest]struct{} // digests put while a collection runs; nil otherwise
+	onDelete  []func(id string)
 
 	startMu sync.Mutex // serialises StartSnapshot: token check, limits, creation
 	snapsMu sync.RWMutex
@@ -88,6 +101,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.ExpireInterval == 0 {
 		opts.ExpireInterval = defaultExpireInterval
+	}
+	if opts.ValueLogFileSize == 0 {
+		opts.ValueLogFileSize = 256 << 20
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("cas: create data directory: %w", err)
@@ -144,6 +160,7 @@ func badgerOptions(opts Options) badger.Options {
 		// survive power loss are followed by an explicit Sync, which also covers every
 		// put before them, instead of paying an fsync per block.
 		WithSyncWrites(false).
+		WithValueLogFileSize(opts.ValueLogFileSize).
 		WithBlockCacheSize(64 << 20).
 		WithIndexCacheSize(32 << 20)
 }
@@ -166,6 +183,13 @@ func (s *Store) closeResources() error {
 		return fmt.Errorf("cas: sync badger: %w", syncErr)
 	}
 	return nil
+}
+
+// update runs a read-write transaction through the write gate.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
+	return s.db.Update(fn)
 }
 
 // sync makes everything written so far survive power loss.

@@ -24,7 +24,7 @@ type Slot struct {
 func (s *Store) lineage(owner, id string) ([]string, error) {
 	var ids []string
 	for cur := id; cur != ""; {
-		e, err := s.lookup(owner, cur)
+		e, err := s.lookupAny(owner, cur)
 		if err != nil {
 			return nil, err
 		}
@@ -117,18 +117,12 @@ func mergeMaps(ctx context.Context, txn *badger.Txn, ids []string, start int64, 
 // ViewFrom calls fn for each slot of the completed snapshot's view from index start
 // on, in ascending order, until fn returns false.
 func (s *Store) ViewFrom(ctx context.Context, owner, id string, start int64, fn func(Slot) bool) error {
-	if _, err := s.completedSnapshot(ctx, owner, id); err != nil {
-		return err
-	}
-	ids, err := s.lineage(owner, id)
+	v, err := s.OpenView(ctx, owner, id)
 	if err != nil {
 		return err
 	}
-	return s.db.View(func(txn *badger.Txn) error {
-		return mergeMaps(ctx, txn, ids, start, func(index int64, _ int, d Digest) (bool, error) {
-			return fn(Slot{Index: index, Digest: d}), nil
-		})
-	})
+	defer v.Close()
+	return v.From(ctx, start, fn)
 }
 
 // lookupView returns the digest at index in the view of ids[0].

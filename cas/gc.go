@@ -1,0 +1,355 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// GCReport says what a collection found and did.
+type GCReport struct {
+	DryRun bool `json:"dryRun"`
+	// SnapshotMapsReleased counts deleted snapshots whose block maps were dropped
+	// because no live snapshot or open reader needs them any more.
+	SnapshotMapsReleased int `json:"snapshotMapsReleased"`
+	// RecordsDropped counts deleted snapshot records (and their client tokens) dropped
+	// after TokenRetention.
+	RecordsDropped int `json:"recordsDropped"`
+	// BlocksReclaimed and BytesReclaimed are the unreferenced blocks deleted (or, dry, the
+	// ones that would be); BlocksKept the ones still referenced.
+	BlocksReclaimed int64 `json:"blocksReclaimed"`
+	BytesReclaimed  int64 `json:"bytesReclaimed"`
+	BlocksKept      int64 `json:"blocksKept"`
+	// ValueLogFilesRewritten counts Badger value-log files garbage-collected.
+	ValueLogFilesRewritten int `json:"valueLogFilesRewritten"`
+	// DiskBytesBefore and DiskBytesAfter are the store's files on disk (allocated).
+	DiskBytesBefore int64         `json:"diskBytesBefore"`
+	DiskBytesAfter  int64         `json:"diskBytesAfter"`
+	Duration        time.Duration `json:"durationNs"`
+}
+
+// TokenRetention is how long a deleted snapshot's record and client token outlive it.
+const TokenRetention = 24 * time.Hour
+
+// GC reclaims the space of everything no live snapshot, pending snapshot, in-flight put
+// or open reader can need (DESIGN.md rule 10): block maps of deleted snapshots without
+// live descendants, then blocks no block map references, then Badger value-log files
+// left mostly empty. A dry run only counts.
+func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	start := time.Now()
+	rep := GCReport{DryRun: dryRun, DiskBytesBefore: dirBytes(s.opts.Dir)}
+	released, err := s.releaseDeleted(ctx, dryRun, &rep)
+	if err != nil {
+		return rep, err
+	}
+	if !dryRun {
+		s.startTracking()
+		defer s.stopTracking()
+	}
+	marked, err := s.markReferenced(ctx, released)
+	if err != nil {
+		return rep, err
+	}
+	garbage, err := s.unreferencedBlocks(ctx, marked, &rep)
+	if err != nil {
+		return rep, err
+	}
+	if !dryRun {
+		if err := s.sweep(ctx, garbage, &rep); err != nil {
+			return rep, err
+		}
+		s.stopTracking()
+		if err := s.reclaimValueLog(&rep); err != nil {
+			return rep, err
+		}
+	} else {
+		for _, g := range garbage {
+			rep.BlocksReclaimed++
+			rep.BytesReclaimed += g.size
+		}
+	}
+	rep.DiskBytesAfter = dirBytes(s.opts.Dir)
+	rep.Duration = time.Since(start)
+	s.log.Info("garbage collection", "dry_run", dryRun, "maps_released", rep.SnapshotMapsReleased,
+		"blocks_reclaimed", rep.BlocksReclaimed, "bytes_reclaimed", rep.BytesReclaimed, "blocks_kept", rep.BlocksKept,
+		"vlog_files_rewritten", rep.ValueLogFilesRewritten, "disk_before", rep.DiskBytesBefore, "disk_after", rep.DiskBytesAfter,
+		"duration", rep.Duration)
+	return rep, nil
+}
+
+// releaseDeleted drops the block maps of deleted snapshots that no live snapshot (as an
+// ancestor) and no open view needs, and the records of those deleted long enough ago.
+// It returns the snapshots whose maps are (or, dry, would be) released.
+func (s *Store) releaseDeleted(ctx context.Context, dryRun bool, rep *GCReport) (map[string]bool, error) {
+	s.snapsMu.RLock()
+	entries := make(map[string]*entry, len(s.snaps))
+	for id, e := range s.snaps {
+		entries[id] = e
+	}
+	s.snapsMu.RUnlock()
+	needed := make(map[string]bool)
+	for id, e := range entries {
+		if e.deleted.Load() && e.pins.Load() == 0 {
+			continue
+		}
+		for cur := id; cur != "" && !needed[cur]; {
+			needed[cur] = true
+			pe := entries[cur]
+			if pe == nil {
+				break
+			}
+			cur = pe.snapshot().ParentID
+		}
+	}
+	now := s.clock.Now()
+	released := make(map[string]bool)
+	for id, e := range entries {
+		if !e.deleted.Load() || needed[id] {
+			continue
+		}
+		released[id] = true
+		snap := e.snapshot()
+		if !snap.MapReleased {
+			rep.SnapshotMapsReleased++
+			if !dryRun {
+				if err := s.dropMap(ctx, id); err != nil {
+					return nil, fmt.Errorf("cas: release map of deleted %s: %w", id, err)
+				}
+				e.mu.Lock()
+				rec := e.rec.clone()
+				rec.MapReleased = true
+				err := s.writeRecord(rec)
+				if err == nil {
+					e.rec = rec
+				}
+				e.mu.Unlock()
+				if err != nil {
+					return nil, err
+				}
+			}
+		}
+		if now.Sub(snap.DeletedAt) >= TokenRetention {
+			rep.RecordsDropped++
+			if !dryRun {
+				if err := s.dropRecord(snap); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return released, nil
+}
+
+// dropRecord forgets a deleted snapshot and its client token for good.
+func (s *Store) dropRecord(snap Snapshot) error {
+	err := s.update(func(txn *badger.Txn) error {
+		if snap.ClientToken != "" {
+			if err := txn.Delete(tokenKey(snap.OwnerID, snap.Region, snap.ClientToken)); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(snapshotKey(snap.ID))
+	})
+	if err != nil {
+		return fmt.Errorf("cas: drop record of %s: %w", snap.ID, err)
+	}
+	s.snapsMu.Lock()
+	delete(s.snaps, snap.ID)
+	s.snapsMu.Unlock()
+	return nil
+}
+
+// startTracking makes every put from now on record its digest, after waiting for the
+// puts already past their "is this block stored?" check: each of them has committed its
+// map entry before the mark begins, and every later one is recorded. Together the mark
+// and the record cover every block a put may rely on.
+func (s *Store) startTracking() {
+	for i := range s.stripes {
+		s.stripes[i].Lock()
+	}
+	s.touchMu.Lock()
+	s.touched = make(map[Digest]struct{})
+	s.touchMu.Unlock()
+	for i := range s.stripes {
+		s.stripes[i].Unlock()
+	}
+}
+
+func (s *Store) stopTracking() {
+	s.touchMu.Lock()
+	s.touched = nil
+	s.touchMu.Unlock()
+}
+
+// noteTouched records a digest a put relies on while a collection runs. The put holds
+// the digest's stripe shared.
+func (s *Store) noteTouched(d Digest) {
+	s.touchMu.Lock()
+	if s.touched != nil {
+		s.touched[d] = struct{}{}
+	}
+	s.touchMu.Unlock()
+}
+
+func (s *Store) wasTouched(d Digest) bool {
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
+	_, ok := s.touched[d]
+	return ok
+}
+
+// markReferenced returns every digest some block map points at: live, pending, and
+// deleted-but-needed snapshots alike. Maps of the released snapshots are skipped (a dry
+// run has not dropped them).
+func (s *Store) markReferenced(ctx context.Context, released map[string]bool) (map[Digest]struct{}, error) {
+	marked := make(map[Digest]struct{})
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if k := it.Item().Key(); released[string(k[1:len(k)-9])] {
+				continue
+			}
+			if err := it.Item().Value(func(v []byte) error {
+				if len(v) != len(Digest{}) {
+					return fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, it.Item().Key(), len(v))
+				}
+				marked[Digest(v)] = struct{}{}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cas: mark: %w", err)
+	}
+	return marked, nil
+}
+
+type garbageBlock struct {
+	d    Digest
+	size int64
+}
+
+func (s *Store) unreferencedBlocks(ctx context.Context, marked map[Digest]struct{}, rep *GCReport) ([]garbageBlock, error) {
+	var out []garbageBlock
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			d := Digest(it.Item().Key()[1:])
+			if _, ok := marked[d]; ok {
+				rep.BlocksKept++
+				continue
+			}
+			out = append(out, garbageBlock{d: d, size: it.Item().ValueSize()})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cas: find unreferenced blocks: %w", err)
+	}
+	return out, nil
+}
+
+// sweep deletes unreferenced blocks, one stripe at a time under that stripe's lock,
+// skipping any a put has relied on since the mark began.
+func (s *Store) sweep(ctx context.Context, garbage []garbageBlock, rep *GCReport) error {
+	var byStripe [256][]garbageBlock
+	for _, g := range garbage {
+		byStripe[g.d[0]] = append(byStripe[g.d[0]], g)
+	}
+	for i := range byStripe {
+		if len(byStripe[i]) == 0 {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.stripes[i].Lock()
+		var doomed []garbageBlock
+		for _, g := range byStripe[i] {
+			if s.wasTouched(g.d) {
+				rep.BlocksKept++
+				continue
+			}
+			doomed = append(doomed, g)
+		}
+		err := s.update(func(txn *badger.Txn) error {
+			for _, g := range doomed {
+				if err := txn.Delete(blockKey(g.d)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		s.stripes[i].Unlock()
+		if err != nil {
+			return fmt.Errorf("cas: sweep: %w", err)
+		}
+		for _, g := range doomed {
+			rep.BlocksReclaimed++
+			rep.BytesReclaimed += g.size
+		}
+	}
+	return s.sync()
+}
+
+// reclaimValueLog gives the space of deleted blocks back to the file system. Badger
+// learns that value-log entries are dead only when compaction drops their keys, and a
+// memtable is compacted only after it is flushed: the collection flushes it (by dropping
+// a marker key, the one public way), flattens the LSM tree, then rewrites every value-log
+// file that is at least half dead.
+func (s *Store) reclaimValueLog(rep *GCReport) error {
+	if err := s.flushMemtable(); err != nil {
+		return err
+	}
+	if err := s.db.Flatten(2); err != nil {
+		return fmt.Errorf("cas: flatten: %w", err)
+	}
+	for {
+		err := s.rewriteValueLogFile()
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("cas: value log gc: %w", err)
+		}
+		rep.ValueLogFilesRewritten++
+	}
+}
+
+// rewriteValueLogFile rewrites the value-log file with the most dead data if at least
+// half of it is dead. Writes pause meanwhile: a rewrite reads Badger's memtable state
+// without synchronisation against concurrent commits (a data race -race reports).
+func (s *Store) rewriteValueLogFile() error {
+	s.writeGate.Lock()
+	defer s.writeGate.Unlock()
+	return s.db.RunValueLogGC(0.5)
+}
+
+func (s *Store) flushMemtable() error {
+	s.writeGate.Lock()
+	defer s.writeGate.Unlock()
+	marker := metaKey("gc-flush")
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(marker, []byte{1}) }); err != nil {
+		return fmt.Errorf("cas: flush marker: %w", err)
+	}
+	if err := s.db.DropPrefix(marker); err != nil {
+		return fmt.Errorf("cas: flush memtable: %w", err)
+	}
+	return nil
+}
