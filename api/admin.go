@@ -7,9 +7,10 @@ import (
 	"github.com/ebsd/ebsd/cas"
 )
 
-// StatsSource is what the ebsd extension endpoints need.
-type StatsSource interface {
+// Admin is what the ebsd extension endpoints need.
+type Admin interface {
 	Stats(ctx context.Context) (cas.Stats, error)
+	GC(ctx context.Context, dryRun bool) (cas.GCReport, error)
 }
 
 // AdminPrefix is where ebsd's own (non-AWS) endpoints live. Nothing under it is part of
@@ -18,7 +19,7 @@ const AdminPrefix = "/ebsd/v1/"
 
 // stats serves GET /ebsd/v1/stats: what the store holds, for efficiency reports.
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	src, ok := s.store.(StatsSource)
+	src, ok := s.store.(Admin)
 	if !ok {
 		writeError(w, &Error{Status: http.StatusNotImplemented, Type: "UnknownOperationException", Message: "this store has no statistics"})
 		return
@@ -29,4 +30,20 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// collectGarbage serves POST /ebsd/v1/gc[?dryRun=true]: a garbage collection now, and
+// its report.
+func (s *Server) collectGarbage(w http.ResponseWriter, r *http.Request) {
+	admin, ok := s.store.(Admin)
+	if !ok {
+		writeError(w, &Error{Status: http.StatusNotImplemented, Type: "UnknownOperationException", Message: "this store cannot collect garbage"})
+		return
+	}
+	rep, err := admin.GC(r.Context(), r.URL.Query().Get("dryRun") == "true")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
 }

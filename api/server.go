@@ -21,6 +21,9 @@ type Store interface {
 	Snapshot(ctx context.Context, owner, id string) (cas.Snapshot, error)
 	ViewFrom(ctx context.Context, owner, id string, start int64, fn func(cas.Slot) bool) error
 	Changes(ctx context.Context, owner, first, second string, start int64, examine int, fn func(cas.Change) bool) (int64, error)
+	Snapshots(owner string) []cas.Snapshot
+	DeleteSnapshot(ctx context.Context, owner, id string) error
+	ChangeTags(ctx context.Context, owner, id string, ch cas.TagChange) error
 }
 
 // Config configures the API.
@@ -67,6 +70,9 @@ func New(store Store, cfg Config) *Server {
 	s.mux.HandleFunc("GET /snapshots/{id}/changedblocks", s.listChangedBlocks)
 	s.mux.HandleFunc("GET /snapshots/{id}/blocks/{index}", s.getSnapshotBlock)
 	s.mux.HandleFunc("GET "+AdminPrefix+"stats", s.stats)
+	s.mux.HandleFunc("POST "+AdminPrefix+"gc", s.collectGarbage)
+	s.mux.HandleFunc("POST /{$}", s.ec2)
+	s.mux.HandleFunc("GET /{$}", s.ec2)
 	s.mux.HandleFunc("/", s.unknownOperation)
 	return s
 }

@@ -55,10 +55,11 @@ func (t *tokenSigner) seal(kind byte, ttl time.Duration, body []byte, bound ...s
 	return base64.StdEncoding.EncodeToString(append(p, t.mac(p, bound...)...)), expiry
 }
 
-// open checks a token of the given kind and body length and returns its body.
+// open checks a token of the given kind and body length (-1: any) and returns its body.
 func (t *tokenSigner) open(tok string, kind byte, bodyLen int, bound ...string) ([]byte, error) {
 	raw, err := base64.StdEncoding.DecodeString(tok)
-	if err != nil || len(raw) != 2+8+bodyLen+macLen || raw[0] != tokenVersion || raw[1] != kind {
+	if err != nil || len(raw) < 2+8+macLen || raw[0] != tokenVersion || raw[1] != kind ||
+		(bodyLen >= 0 && len(raw) != 2+8+bodyLen+macLen) {
 		return nil, errTokenMalformed
 	}
 	p, mac := raw[:len(raw)-macLen], raw[len(raw)-macLen:]
@@ -102,4 +103,15 @@ func (t *tokenSigner) openPageToken(tok, op, snap, first string) (int64, error) 
 		return 0, err
 	}
 	return int64(binary.BigEndian.Uint64(body)), nil
+}
+
+// describeToken encodes the snapshot id a DescribeSnapshots page continues after.
+func (t *tokenSigner) describeToken(owner, after string) string {
+	tok, _ := t.seal(kindPage, pageTokenTTL, []byte(after), "ec2-describe", owner)
+	return tok
+}
+
+func (t *tokenSigner) openDescribeToken(tok, owner string) (string, error) {
+	body, err := t.open(tok, kindPage, -1, "ec2-describe", owner)
+	return string(body), err
 }

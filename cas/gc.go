@@ -28,7 +28,7 @@ type GCReport struct {
 	// DiskBytesBefore and DiskBytesAfter are the store's files on disk (allocated).
 	DiskBytesBefore int64         `json:"diskBytesBefore"`
 	DiskBytesAfter  int64         `json:"diskBytesAfter"`
-	Duration        time.Duration `json:"durationNs"`
+	Duration        time.Duration `json:"durationNs"` // nanoseconds
 }
 
 // TokenRetention is how long a deleted snapshot's record and client token outlive it.

@@ -3,6 +3,8 @@ package cas
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -238,5 +240,38 @@ func TestOpenViewPinsDeletedSnapshot(t *testing.T) {
 	v.Close()
 	if rep, err := s.GC(ctx, false); err != nil || rep.BlocksReclaimed != 2 {
 		t.Fatalf("GC after the view closed: %+v %v", rep, err)
+	}
+}
+
+// A crash between creating a value-log file and sizing it leaves an empty file; the
+// store must still open.
+func TestOpenSurvivesEmptyValueLogFile(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, ExpireInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ""
+	func() {
+		snap, err := s.StartSnapshot(context.Background(), StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = snap.ID
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "000099.vlog")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(Options{Dir: dir, ExpireInterval: -1})
+	if err != nil {
+		t.Fatalf("open with an empty value-log file: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Snapshot(context.Background(), owner, id); err != nil {
+		t.Fatal(err)
 	}
 }

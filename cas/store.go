@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type Options struct {
 	// ExpireInterval is how often idle pending snapshots are looked for; negative disables
 	// the background check (tests call ExpireIdle themselves).
 	ExpireInterval time.Duration
+	// GCInterval is how often garbage collection runs in the background; 0 or negative
+	// never (ebsctl gc and the admin endpoint run it on demand).
+	GCInterval time.Duration
 	// ValueLogFileSize is the size of Badger's value-log files. Garbage collection gives
 	// space back a whole file at a time and never from the file being written, so
 	// smaller files return space sooner (default 256 MiB).
@@ -108,6 +112,9 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("cas: create data directory: %w", err)
 	}
+	if err := removeEmptyValueLogs(opts.Dir, opts.Logger); err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(badgerOptions(opts))
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
@@ -142,7 +149,33 @@ func Open(opts Options) (*Store, error) {
 		s.wg.Add(1)
 		go s.expireLoop(opts.ExpireInterval)
 	}
+	if opts.GCInterval > 0 {
+		s.wg.Add(1)
+		go s.gcLoop(opts.GCInterval)
+	}
 	return s, nil
+}
+
+// removeEmptyValueLogs deletes value-log files of zero bytes. Badger creates a value-log
+// file and then sizes it; a crash in between leaves an empty file that Badger v4 then
+// refuses to open ("Create a new file"), so the store would never start again. An empty
+// file holds nothing a value pointer can refer to.
+func removeEmptyValueLogs(dir string, log *slog.Logger) error {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return fmt.Errorf("cas: list value logs: %w", err)
+	}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		log.Warn("removing empty value-log file left by a crash", "file", p)
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("cas: remove empty value log: %w", err)
+		}
+	}
+	return nil
 }
 
 func badgerOptions(opts Options) badger.Options {
@@ -211,6 +244,25 @@ func (s *Store) expireLoop(every time.Duration) {
 		case <-t.C:
 			if _, err := s.ExpireIdle(context.Background()); err != nil {
 				s.log.Error("expiring idle snapshots", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Store) gcLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-s.stop; cancel() }() // ends with the loop: cancel closes it either way
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if _, err := s.GC(ctx, false); err != nil && ctx.Err() == nil {
+				s.log.Error("garbage collection", "err", err)
 			}
 		}
 	}

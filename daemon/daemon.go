@@ -37,6 +37,8 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		ExpireInterval:     time.Duration(cfg.expireInterval),
 		MaxPendingPerOwner: cfg.maxPending,
 		Compression:        cfg.compression,
+		GCInterval:         cfg.gcInterval,
+		ValueLogFileSize:   cfg.vlogFileSize,
 	})
 	if err != nil {
 		return nil, err
@@ -84,6 +86,7 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 			_ = store.Close()
 			return nil, err
 		}
+		store.OnDelete(d.mount.Forget)
 	}
 	go func() { d.done <- d.srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "data_dir", cfg.dataDir, "region", cfg.region, "account_id", cfg.accountID)

@@ -14,10 +14,12 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/ebsd/ebsd/cas"
 	"github.com/ebsd/ebsd/cas/castest"
@@ -339,4 +341,54 @@ func lseekHelper(w io.Writer) int {
 	}
 	fmt.Fprintf(w, "%d %d\n", pos, errno)
 	return 0
+}
+
+// Deleting a snapshot removes its image from the mount at once; a reader that has it
+// open keeps reading the same bytes, even across a garbage collection.
+func TestFUSEDeleteWhileOpen(t *testing.T) {
+	td := newFUSEDaemon(t, "cmp", "sh")
+	c := td.client()
+	blocks := map[int32][]byte{0: block(1), 1: block(2), 5: block(3)}
+	id := writeSnapshot(t, c, "", 1, blocks)
+	work := t.TempDir()
+	expected := filepath.Join(work, "expected")
+	want := make([]byte, 1<<30)
+	for i, b := range blocks {
+		copy(want[int(i)*cas.BlockSize:], b)
+	}
+	if err := os.WriteFile(expected, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(td.cfg.mount, id)
+	run(t, "ls", img) // the kernel now caches the name
+	// A child opens the image, waits for a signal file, then copies it out.
+	gate := filepath.Join(work, "go")
+	out := filepath.Join(work, "out")
+	reader := exec.Command("sh", "-c", `exec 3<"$1"; while [ ! -e "$2" ]; do sleep 0.05; done; cat <&3 > "$3"`, "sh", img, gate, out)
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let it open the file
+	e := newEC2Client(td.url())
+	if _, err := e.DeleteSnapshot(context.Background(), &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	if names := run(t, "ls", td.cfg.mount); strings.Contains(names, id) {
+		t.Fatalf("deleted snapshot still listed:\n%s", names)
+	}
+	if err := exec.Command("stat", img).Run(); err == nil {
+		t.Fatal("deleted image still resolves by name")
+	}
+	gcNow(t, td, false)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.Wait(); err != nil {
+		t.Fatalf("open reader: %v", err)
+	}
+	run(t, "cmp", expected, out)
+	// With the reader gone the next collection takes the blocks.
+	if rep := gcNow(t, td, false); rep.BlocksReclaimed != 3 {
+		t.Fatalf("after the reader closed: %+v", rep)
+	}
 }

@@ -48,16 +48,22 @@ func (f *imageFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-func (f *imageFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (f *imageFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	// The view pins the snapshot: deleting it later does not pull the data from under
+	// this open file.
+	view, err := f.exp.src.OpenView(ctx, f.exp.owner, f.snap.ID)
+	if err != nil {
+		return nil, 0, syscall.ENOENT
 	}
 	// Images never change, so the kernel may keep their pages across opens.
 	var fuseFlags uint32
 	if f.exp.keepCache {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE
 	}
-	return &imageHandle{file: f}, fuseFlags, 0
+	return &imageHandle{file: f, view: view}, fuseFlags, 0
 }
 
 // imageHandle is one open image. It remembers a window of resolved block-map slots
@@ -65,6 +71,7 @@ func (f *imageFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32
 // its reads are (to size the prefetch).
 type imageHandle struct {
 	file *imageFile
+	view *cas.View
 
 	mu        sync.Mutex
 	winStart  int64      // first index the window covers
@@ -76,9 +83,15 @@ type imageHandle struct {
 }
 
 var (
-	_ fs.FileReader  = (*imageHandle)(nil)
-	_ fs.FileLseeker = (*imageHandle)(nil)
+	_ fs.FileReader   = (*imageHandle)(nil)
+	_ fs.FileLseeker  = (*imageHandle)(nil)
+	_ fs.FileReleaser = (*imageHandle)(nil)
 )
+
+func (h *imageHandle) Release(context.Context) syscall.Errno {
+	h.view.Close()
+	return 0
+}
 
 // windowBlocks is how many block indices one block-map resolution covers (512 MiB).
 const windowBlocks = 1024
@@ -89,7 +102,7 @@ func (h *imageHandle) slotsFor(ctx context.Context, first, last int64) ([]cas.Sl
 	if first < h.winStart || last >= h.winEnd {
 		start, end := first, max(last+1, first+windowBlocks)
 		var slots []cas.Slot
-		err := h.file.exp.src.ViewFrom(ctx, h.file.exp.owner, h.file.snap.ID, start, func(s cas.Slot) bool {
+		err := h.view.From(ctx, start, func(s cas.Slot) bool {
 			if s.Index >= end {
 				return false
 			}
@@ -211,7 +224,7 @@ func (h *imageHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uin
 	start := int64(off / cas.BlockSize)
 	result := int64(-1)
 	expect := start // the next index that would continue a run of data from start
-	err := h.file.exp.src.ViewFrom(ctx, h.file.exp.owner, h.file.snap.ID, start, func(s cas.Slot) bool {
+	err := h.view.From(ctx, start, func(s cas.Slot) bool {
 		hasData := s.Digest != cas.ZeroDigest
 		if whence == seekData {
 			if hasData {

@@ -45,6 +45,7 @@ type export struct {
 
 // Mount is a mounted export.
 type Mount struct {
+	root   *root
 	dir    string
 	dev    uint64 // the mount's device number; its minor names the FUSE connection
 	server *fuse.Server
@@ -112,7 +113,7 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount on %s: %w", dir, err)
 	}
-	m := &Mount{dir: dir, server: server, log: log}
+	m := &Mount{root: root, dir: dir, server: server, log: log}
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err == nil {
 		m.dev = st.Dev
@@ -196,6 +197,16 @@ func unescapeMountPath(s string) string {
 func (m *Mount) setReadAhead(kb int) error {
 	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", devMajor(m.dev), devMinor(m.dev))
 	return os.WriteFile(path, []byte(strconv.Itoa(kb)), 0o644)
+}
+
+// Forget makes the kernel drop a deleted snapshot's names at once, instead of when its
+// entry timeout runs out. Open files keep reading.
+func (m *Mount) Forget(id string) {
+	for _, name := range []string{id, id + metaSuffix} {
+		if errno := m.root.NotifyEntry(name); errno != 0 && errno != syscall.ENOENT {
+			m.log.Warn("FUSE entry invalidation failed", "name", name, "errno", errno)
+		}
+	}
 }
 
 // Dir is the mount point.

@@ -23,6 +23,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"stats", "show what an ebsd store holds (ebsd only)", runStats},
+		{"gc", "reclaim the space of deleted snapshots now (ebsd only)", runGC},
 	}
 }
 
