@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -28,7 +27,10 @@ func runGC(ctx context.Context, g *globalOptions, args []string, stdout io.Write
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	url := strings.TrimRight(g.endpoint, "/") + "/ebsd/v1/gc"
+	url, err := g.ebsdURL("/ebsd/v1/gc")
+	if err != nil {
+		return err
+	}
 	if o.dryRun {
 		url += "?dryRun=true"
 	}

@@ -22,6 +22,13 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"upload", "write an image file or device as a snapshot (resumable)", runUpload},
+		{"download", "restore a snapshot into a sparse file or a device", runDownload},
+		{"verify", "dd-style restore test: compare a snapshot with an image", runVerify},
+		{"diff", "changed block ranges between two snapshots", runDiff},
+		{"ls", "list snapshots", runLs},
+		{"describe", "show snapshots", runDescribe},
+		{"rm", "delete snapshots", runRm},
 		{"stats", "show what an ebsd store holds (ebsd only)", runStats},
 		{"gc", "reclaim the space of deleted snapshots now (ebsd only)", runGC},
 	}
@@ -45,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "\nGlobal flags:\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nExample:\n  ebsctl --endpoint-url http://127.0.0.1:8600 stats\n")
+		fmt.Fprintf(stderr, "\nExamples:\n  ebsctl --endpoint-url http://127.0.0.1:8600 upload --wait disk.img\n  ebsctl verify snap-0123456789abcdef0 disk.img\n  ebsctl COMMAND --help\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 )
 
@@ -20,7 +19,11 @@ func runStats(ctx context.Context, g *globalOptions, args []string, stdout io.Wr
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(g.endpoint, "/")+"/ebsd/v1/stats", nil)
+	url, err := g.ebsdURL("/ebsd/v1/stats")
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
@@ -59,8 +62,6 @@ func runStats(ctx context.Context, g *globalOptions, args []string, stdout io.Wr
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-const blockSize = 524288
 
 // storeStats is the JSON of GET /ebsd/v1/stats.
 type storeStats struct {

@@ -1,0 +1,402 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var ebsdBin string
+
+// TestMain builds the real daemon once; the tests run it as a child process, as users
+// do. The test binary also runs as ebsctl itself when asked, so a test can kill it.
+func TestMain(m *testing.M) {
+	if os.Getenv("EBSCTL_TEST_AS_CLI") == "1" {
+		var args []string
+		_ = json.Unmarshal([]byte(os.Getenv("EBSCTL_TEST_ARGS")), &args)
+		os.Exit(run(context.Background(), args, os.Stdout, os.Stderr))
+	}
+	dir, err := os.MkdirTemp("", "ebsctl-test")
+	if err != nil {
+		panic(err)
+	}
+	ebsdBin = filepath.Join(dir, "ebsd")
+	if out, err := exec.Command("go", "build", "-o", ebsdBin, "../../daemon").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building ebsd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type daemonProc struct {
+	url  string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+func startDaemon(t *testing.T) *daemonProc {
+	t.Helper()
+	cmd := exec.Command(ebsdBin, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--gc-interval", "0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{cmd: cmd, done: make(chan error, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+		d.done <- cmd.Wait()
+	}()
+	select {
+	case a := <-addr:
+		d.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatal("ebsd did not start")
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-d.done
+	})
+	return d
+}
+
+// ebsctl runs the command in this process and returns stdout and the exit status.
+func ebsctl(t *testing.T, endpoint string, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), append([]string{"--endpoint-url", endpoint, "--quiet"}, args...), &out, &errOut)
+	if code != 0 {
+		t.Logf("ebsctl %s: exit %d\n%s", strings.Join(args, " "), code, errOut.String())
+	}
+	return out.String(), code
+}
+
+func mustEbsctl(t *testing.T, endpoint string, args ...string) string {
+	t.Helper()
+	out, code := ebsctl(t, endpoint, args...)
+	if code != 0 {
+		t.Fatalf("ebsctl %s failed", strings.Join(args, " "))
+	}
+	return out
+}
+
+// makeImage writes a test image: random blocks, runs of zeros, and a partial last block.
+func makeImage(t *testing.T, path string, blocks int, tail int) []byte {
+	t.Helper()
+	data := make([]byte, blocks*blockSize+tail)
+	for i := 0; i < blocks; i++ {
+		if i%4 == 3 {
+			continue // zero block
+		}
+		_, _ = rand.Read(data[i*blockSize : i*blockSize+4096])
+		copy(data[i*blockSize+4096:], bytes.Repeat([]byte(fmt.Sprintf("block %d ", i)), 1000))
+	}
+	_, _ = rand.Read(data[blocks*blockSize:])
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func stats(t *testing.T, endpoint string) storeStats {
+	t.Helper()
+	var st storeStats
+	if err := json.Unmarshal([]byte(mustEbsctl(t, endpoint, "--json", "stats")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
+
+func TestUploadDownloadVerifyRoundTrip(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	data := makeImage(t, img, 40, 1000)
+	out := mustEbsctl(t, d.url, "upload", "--wait", "--description", "round trip", "--tags", "env=test,team=storage", "--state-dir", dir, img)
+	id := firstLine(out)
+	if !strings.HasPrefix(id, "snap-") || !strings.Contains(out, "completed") {
+		t.Fatalf("upload printed:\n%s", out)
+	}
+	if st := stats(t, d.url); st.MappedBlocks != 31 { // 30 data blocks + the partial one; zeros skipped
+		t.Fatalf("daemon holds %d blocks, want 31", st.MappedBlocks)
+	}
+	restored := filepath.Join(dir, "restored.img")
+	mustEbsctl(t, d.url, "download", id, restored)
+	got, err := os.ReadFile(restored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1<<30 || !bytes.Equal(got[:len(data)], data) || !isZeroSlice(got[len(data):]) {
+		t.Fatal("downloaded image differs")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(restored, &st); err != nil || st.Blocks*512 > 64<<20 {
+		t.Fatalf("download is not sparse: %d bytes allocated", st.Blocks*512)
+	}
+	if out := mustEbsctl(t, d.url, "verify", id, img); !strings.HasPrefix(out, "identical") {
+		t.Fatalf("verify: %s", out)
+	}
+	// A changed byte is found, with its offset, and the exit status says so.
+	data[17*blockSize+123] ^= 0xff
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := ebsctl(t, d.url, "verify", id, img)
+	if code == 0 || !strings.Contains(out, fmt.Sprint(17*blockSize+123)) {
+		t.Fatalf("verify of a changed image: exit %d\n%s", code, out)
+	}
+	// ls, describe, diff, rm, gc.
+	if out := mustEbsctl(t, d.url, "ls"); !strings.Contains(out, id) || !strings.Contains(out, "round trip") {
+		t.Fatalf("ls:\n%s", out)
+	}
+	if out := mustEbsctl(t, d.url, "describe", id); !strings.Contains(out, "tag env=test") {
+		t.Fatalf("describe:\n%s", out)
+	}
+	mustEbsctl(t, d.url, "rm", id)
+	if out := mustEbsctl(t, d.url, "--json", "gc"); !strings.Contains(out, `"blocksReclaimed":31`) {
+		t.Fatalf("gc: %s", out)
+	}
+}
+
+func isZeroSlice(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// An incremental upload with a base image sends only the blocks that changed, and diff
+// reports exactly them.
+func TestIncrementalUploadAndDiff(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.img")
+	data := makeImage(t, base, 32, 0)
+	parent := firstLine(mustEbsctl(t, d.url, "upload", "--state-dir", dir, base))
+	before := stats(t, d.url).MappedBlocks
+	next := filepath.Join(dir, "next.img")
+	data[5*blockSize] ^= 1                 // changed data
+	clear(data[6*blockSize : 7*blockSize]) // data that became zeros
+	data[7*blockSize+10] = 9               // a zero block that got data
+	copy(data[20*blockSize:], []byte("x")) // another change
+	if err := os.WriteFile(next, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := mustEbsctl(t, d.url, "--json", "upload", "--parent", parent, "--base-image", base, "--state-dir", dir, next)
+	var res uploadResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 4 || stats(t, d.url).MappedBlocks-before != 4 {
+		t.Fatalf("incremental upload sent %d blocks (daemon got %d), want 4", res.Sent, stats(t, d.url).MappedBlocks-before)
+	}
+	mustEbsctl(t, d.url, "verify", res.SnapshotID, next)
+	var diff struct {
+		ChangedBlocks int
+		Ranges        []blockRange
+	}
+	if err := json.Unmarshal([]byte(mustEbsctl(t, d.url, "--json", "diff", parent, res.SnapshotID)), &diff); err != nil {
+		t.Fatal(err)
+	}
+	if diff.ChangedBlocks != 4 || len(diff.Ranges) != 2 || diff.Ranges[0].First != 5 || diff.Ranges[0].Last != 7 {
+		t.Fatalf("diff: %+v", diff)
+	}
+}
+
+// Killing ebsctl in the middle of an upload and running it again resumes the same
+// snapshot: no duplicate, right content, only the missing blocks sent.
+func TestUploadResumesAfterKill(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	makeImage(t, img, 200, 0)
+	args, _ := json.Marshal([]string{"--endpoint-url", d.url, "--quiet", "upload", "--workers", "1", "--state-dir", dir, img})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "EBSCTL_TEST_AS_CLI=1", "EBSCTL_TEST_ARGS="+string(args))
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it once its resume state records some acknowledged blocks.
+	recorded := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for recorded < 20 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		recorded = ackedInState(t, dir)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	recorded = ackedInState(t, dir)
+	first := stats(t, d.url).MappedBlocks
+	if first >= 150 || recorded < 20 {
+		t.Fatalf("could not kill the upload in the middle: %d blocks landed, %d recorded", first, recorded)
+	}
+	id := firstLine(out.String())
+	outJSON := mustEbsctl(t, d.url, "--json", "upload", "--state-dir", dir, img)
+	var res uploadResult
+	if err := json.Unmarshal([]byte(outJSON), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.SnapshotID != id || res.Status != "completed" || res.SentBefore != int64(recorded) || res.Sent+res.SentBefore != 150 {
+		t.Fatalf("resumed %s (first run printed %q, %d blocks landed): %+v", res.SnapshotID, id, first, res)
+	}
+	if ls := mustEbsctl(t, d.url, "--json", "ls"); strings.Count(ls, "snapshotId") != 1 {
+		t.Fatalf("more than one snapshot: %s", ls)
+	}
+	mustEbsctl(t, d.url, "verify", id, img)
+}
+
+// faultProxy sits in front of the daemon and answers some requests itself.
+type faultProxy struct {
+	attempts atomic.Int64
+	mu       sync.Mutex
+	plan     map[string][]int // path → statuses to answer before passing through
+}
+
+func (p *faultProxy) handler(target string) http.Handler {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			p.attempts.Add(1)
+		}
+		p.mu.Lock()
+		var status int
+		if q := p.plan[r.URL.Path]; len(q) > 0 {
+			status, p.plan[r.URL.Path] = q[0], q[1:]
+		}
+		p.mu.Unlock()
+		switch status {
+		case 0:
+			rp.ServeHTTP(w, r)
+			return
+		case 429, 400:
+			errType := map[int]string{429: "RequestThrottledException", 400: "ValidationException"}[status]
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header()["x-amzn-ErrorType"] = []string{errType}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			fmt.Fprintf(w, `{"__type":%q,"Message":"injected","Reason":"ACCOUNT_THROTTLED"}`, errType)
+		default:
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header()["x-amzn-ErrorType"] = []string{"InternalServerException"}
+			w.WriteHeader(status)
+			fmt.Fprint(w, `{"__type":"InternalServerException","Message":"injected"}`)
+		}
+	})
+}
+
+func TestRetries(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	makeImage(t, img, 4, 0) // blocks 0, 1, 2 have data
+	p := &faultProxy{plan: map[string][]int{}}
+	srv := httptest.NewServer(p.handler(d.url))
+	defer srv.Close()
+
+	// 500, 503 and throttling are retried until the request goes through: the first two
+	// attempts of each block get 503 then a throttle, block 1 a 500 before those.
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			p.mu.Lock()
+			if _, seen := p.plan[r.URL.Path]; !seen {
+				p.plan[r.URL.Path] = []int{503, 429}
+				if strings.HasSuffix(r.URL.Path, "/blocks/1") {
+					p.plan[r.URL.Path] = []int{500, 503, 429}
+				}
+			}
+			p.mu.Unlock()
+		}
+		p.handler(d.url).ServeHTTP(w, r)
+	})
+	start := time.Now()
+	out := mustEbsctl(t, srv.URL, "--json", "upload", "--state-dir", dir, img)
+	var res uploadResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "completed" || p.attempts.Load() != 3+3+4 {
+		t.Fatalf("upload through faults: %+v after %d PUT attempts (want 10) in %s", res, p.attempts.Load(), time.Since(start))
+	}
+
+	// A 400 is not retried: the upload fails at once with the server's message.
+	img3 := filepath.Join(dir, "disk3.img")
+	makeImage(t, img3, 4, 0)
+	p.mu.Lock()
+	p.plan = map[string][]int{}
+	p.mu.Unlock()
+	p.attempts.Store(0)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			p.mu.Lock()
+			p.plan[r.URL.Path] = []int{400}
+			p.mu.Unlock()
+		}
+		p.handler(d.url).ServeHTTP(w, r)
+	})
+	var errOut bytes.Buffer
+	code := run(context.Background(), []string{"--endpoint-url", srv.URL, "--quiet", "upload", "--workers", "1", "--state-dir", dir, img3}, io.Discard, &errOut)
+	if code == 0 || p.attempts.Load() != 1 || !strings.Contains(errOut.String(), "injected") {
+		t.Fatalf("upload against a 400: exit %d after %d PUT attempts: %s", code, p.attempts.Load(), errOut.String())
+	}
+}
+
+// ackedInState counts the acknowledged blocks recorded in the one resume-state file.
+func ackedInState(t *testing.T, dir string) int {
+	t.Helper()
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(paths) != 1 {
+		return 0
+	}
+	raw, err := os.ReadFile(paths[0])
+	if err != nil {
+		return 0
+	}
+	var st uploadState
+	if json.Unmarshal(raw, &st) != nil {
+		return 0
+	}
+	n := 0
+	for _, b := range st.Acked {
+		for ; b != 0; b &= b - 1 {
+			n++
+		}
+	}
+	return n
+}
