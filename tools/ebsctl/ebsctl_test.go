@@ -400,3 +400,38 @@ func ackedInState(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+// The efficiency report counts zero blocks, dedup across images and the growth each
+// image adds; the SVG is written.
+func TestBenchSimulate(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.img")
+	data := makeImage(t, base, 16, 0)                    // 12 data blocks, 4 zero
+	copy(data[blockSize:2*blockSize], data[0:blockSize]) // block 1 duplicates block 0
+	if err := os.WriteFile(base, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	next := filepath.Join(dir, "next.img")
+	data[9*blockSize] ^= 1
+	data[10*blockSize] ^= 1
+	if err := os.WriteFile(next, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svg := filepath.Join(dir, "report.svg")
+	var rep efficiencyReport
+	out := mustEbsctl(t, "", "--json", "bench", "--simulate", "--svg", svg, base, next)
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	b, n := rep.Rows[0], rep.Rows[1]
+	if b.ZeroBlocks != 4 || b.WrittenBytes != 12*blockSize || b.NewUnique != 11*blockSize || n.NewUnique != 2*blockSize ||
+		b.NewStored <= 0 || b.NewStored >= b.NewUnique || rep.Overall <= 1 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if raw, err := os.ReadFile(svg); err != nil || !strings.HasPrefix(string(raw), "<svg") || !strings.Contains(string(raw), "next.img") {
+		t.Fatalf("svg: %v", err)
+	}
+	if table := mustEbsctl(t, "", "bench", "--simulate", base, next); !strings.Contains(table, "logical / stored") {
+		t.Fatalf("table:\n%s", table)
+	}
+}

@@ -29,6 +29,7 @@ func commands() []command {
 		{"ls", "list snapshots", runLs},
 		{"describe", "show snapshots", runDescribe},
 		{"rm", "delete snapshots", runRm},
+		{"bench", "storage-efficiency report (dedup, compression, growth) for images or a store", runBench},
 		{"stats", "show what an ebsd store holds (ebsd only)", runStats},
 		{"gc", "reclaim the space of deleted snapshots now (ebsd only)", runGC},
 	}

@@ -19,33 +19,12 @@ func runStats(ctx context.Context, g *globalOptions, args []string, stdout io.Wr
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	url, err := g.ebsdURL("/ebsd/v1/stats")
+	st, err := fetchStats(ctx, g)
 	if err != nil {
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("asking %s: %w", g.endpoint, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("reading stats: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, body)
 	}
 	if g.json {
-		_, err := stdout.Write(append(body, '\n'))
-		return err
-	}
-	var st storeStats
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("decoding stats: %w", err)
+		return json.NewEncoder(stdout).Encode(st)
 	}
 	written := st.MappedBlocks - st.ZeroBlocks
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -70,4 +49,33 @@ type storeStats struct {
 	StoredBytes  int64 `json:"storedBytes"`
 	MappedBlocks int64 `json:"mappedBlocks"`
 	ZeroBlocks   int64 `json:"zeroBlocks"`
+}
+
+// fetchStats asks an ebsd daemon what its store holds (GET /ebsd/v1/stats).
+func fetchStats(ctx context.Context, g *globalOptions) (storeStats, error) {
+	var st storeStats
+	url, err := g.ebsdURL("/ebsd/v1/stats")
+	if err != nil {
+		return st, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("asking %s: %w", g.endpoint, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, fmt.Errorf("reading stats: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("decoding stats: %w", err)
+	}
+	return st, nil
 }
