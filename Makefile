@@ -6,7 +6,9 @@ LISTEN    ?= 127.0.0.1:8600
 # Benchmarks run a fixed number of blocks so runs compare (see BENCHMARKS.md).
 BENCH_BLOCKS ?= 1500
 
-.PHONY: all build run test test-short bench deps fmt vet clean
+E2E_DIR   ?= .ebsd/e2e
+
+.PHONY: all build run test test-short e2e bench deps fmt vet clean
 
 all: build
 
@@ -26,6 +28,13 @@ test: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# The dd-style restore test of scripts/restore-test.sh on small generated ext4 images
+# (a base and a changed one), through a real daemon, FUSE and a loop mount (root).
+e2e: deps build
+	scripts/make-image.sh --size-mib 128 $(E2E_DIR)
+	scripts/restore-test.sh --tree $(E2E_DIR)/tree $(E2E_DIR)/base.img
+	scripts/restore-test.sh --tree $(E2E_DIR)/next-tree $(E2E_DIR)/next.img
+
 test-short:
 	$(GO) test -count=1 ./...
 
@@ -42,6 +51,7 @@ deps:
 	@missing=""; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v mkfs.ext4 >/dev/null 2>&1 || missing="$$missing e2fsprogs"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
