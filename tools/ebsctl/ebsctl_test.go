@@ -38,13 +38,31 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Should anything ask the EC2 instance metadata service for credentials, it asks
+	// this loopback trap, and the run fails: no request may leave this host.
+	var imdsHits atomic.Int64
+	trap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		imdsHits.Add(1)
+		http.Error(w, "no IMDS here", http.StatusForbidden)
+	}))
+	os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", trap.URL)
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EBS"} {
+		os.Unsetenv(v)
+	}
+	os.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	os.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
 	ebsdBin = filepath.Join(dir, "ebsd")
 	if out, err := exec.Command("go", "build", "-o", ebsdBin, "../../daemon").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building ebsd: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
+	trap.Close()
 	os.RemoveAll(dir)
+	if n := imdsHits.Load(); n > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: ebsctl asked the EC2 instance metadata service %d times\n", n)
+		code = 1
+	}
 	os.Exit(code)
 }
 

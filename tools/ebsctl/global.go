@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
@@ -47,6 +48,11 @@ func (g *globalOptions) awsConfig(ctx context.Context) (aws.Config, error) {
 	}
 	if g.profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(g.profile))
+	}
+	if g.endpoint != "" {
+		// Talking to an ebsd (or another endpoint) is no reason to ask the EC2 instance
+		// metadata service for credentials: never send a request off this host for that.
+		opts = append(opts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 	}
 	opts = append(opts, config.WithRetryer(func() aws.Retryer {
 		return retry.NewStandard(func(o *retry.StandardOptions) {
