@@ -13,11 +13,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EBSD=${EBSD:-$root/bin/ebsd}
 EBSCTL=${EBSCTL:-$root/bin/ebsctl}
-size_mib=512 tree_args=() keep=""
+size_mib=512 tree_args=() keep="" tree_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
-    --tree) tree_args=(--tree "$2"); shift 2 ;;
+    --tree) tree_args=(--tree "$2"); tree_dir=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     *) sed -n '2,13p' "$0"; exit 2 ;;
   esac
@@ -35,12 +35,12 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v t0="$2" -v t1="$3" 'BEGIN{printf "%.0f", b/1e6/(t1-t0)}'; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-bytes() { du -sb "$1" | cut -f1; }
+bytes() { du -sB1 "$1" | cut -f1; } # allocated, as the disk sees it (Badger preallocates sparse files)
 
 "$root/scripts/make-image.sh" --size-mib "$size_mib" "${tree_args[@]}" "$work/img" >/dev/null
 base="$work/img/base.img" next="$work/img/next.img"
 size=$(stat -c %s "$base")
-echo "== images: $(du -sh "$work/img/tree" | cut -f1) of files in ${size_mib} MiB ext4 images"
+echo "== images: $(du -sh "${tree_dir:-$work/img/tree}" | cut -f1) of files in ${size_mib} MiB ext4 images"
 "$EBSCTL" bench --simulate --svg "$work/efficiency.svg" "$base" "$next"
 echo "(chart: $work/efficiency.svg)"
 
@@ -51,9 +51,9 @@ pids+=($!)
 for _ in $(seq 100); do grep -q 'FUSE export mounted' "$work/ebsd.log" && break; sleep 0.1; done
 E="http://$(sed -n 's/.*msg=listening addr=\([^ ]*\).*/\1/p' "$work/ebsd.log" | head -1)"
 ctl() { "$EBSCTL" --endpoint-url "$E" --quiet "$@"; }
-t0=$(now); sid1=$(ctl upload --wait --state-dir "$work" "$base" | head -1); t1=$(now)
+t0=$(now); ctl upload --wait --state-dir "$work" "$base" >"$work/up1.out"; t1=$(now); sid1=$(head -1 "$work/up1.out")
 ebsd_in1=$(mbps "$size" "$t0" "$t1"); ebsd_s1=$(ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/')
-t0=$(now); sid2=$(ctl upload --wait --state-dir "$work" --parent "$sid1" --base-image "$base" "$next" | head -1); t1=$(now)
+t0=$(now); ctl upload --wait --state-dir "$work" --parent "$sid1" --base-image "$base" "$next" >"$work/up2.out"; t1=$(now); sid2=$(head -1 "$work/up2.out")
 ebsd_in2=$(mbps "$size" "$t0" "$t1"); ebsd_s2=$(ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/')
 drop; t0=$(now); dd if="$work/ebsd-mnt/$sid2" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
 ebsd_rd=$(mbps "$size" "$t0" "$t1")

@@ -55,20 +55,23 @@ mkfs.ext4 -q -F -b 4096 -U 2f1b3a8e-1f6c-4c1a-9c59-2e1e6a0f5b11 -E root_owner=0:
 # mkfs copies each file's ctime, which touch cannot set: pin it inside the image.
 ( cd "$tree" && find . -mindepth 1 -printf 'sif "/%P" ctime @1700000000\n' ) | debugfs -w -f - "$out/base.img" >/dev/null 2>&1
 
-# next.img: the base plus a new file, a rewritten file and a deleted one.
+# next.img: the base plus a new file, a rewritten file and a deleted one (the first and
+# second regular files of the tree in sorted order, whatever the tree).
+rewrite=$(cd "$tree" && find . -type f -size +0 | LC_ALL=C sort | sed -n '1s|^\./||p')
+remove=$(cd "$tree" && find . -type f -size +0 | LC_ALL=C sort | sed -n '2s|^\./||p')
 cp --sparse=always "$out/base.img" "$out/next.img"
 stream next-new 3145728 >"$out/new-file.bin"
 seq 1 40000 | sed 's/^/rewritten /' >"$out/rewritten.txt"
 debugfs -w -f - "$out/next.img" >/dev/null 2>&1 <<CMDS
 write $out/new-file.bin new-file.bin
-rm dir1/text1.txt
-write $out/rewritten.txt dir1/text1.txt
-rm dir2/sub/blob2.bin
+rm /$rewrite
+write $out/rewritten.txt /$rewrite
+rm /$remove
 CMDS
 rm -rf "$out/next-tree"
 cp -a "$tree" "$out/next-tree"
 cp "$out/new-file.bin" "$out/next-tree/new-file.bin"
-cp "$out/rewritten.txt" "$out/next-tree/dir1/text1.txt"
-rm -f "$out/next-tree/dir2/sub/blob2.bin" "$out/new-file.bin" "$out/rewritten.txt"
+cp "$out/rewritten.txt" "$out/next-tree/$rewrite"
+rm -f "$out/next-tree/$remove" "$out/new-file.bin" "$out/rewritten.txt"
 e2fsck -fn "$out/next.img" >/dev/null 2>&1
 echo "$out/base.img $out/next.img ($(du -sh "$tree" | cut -f1) of files in ${size_mib} MiB images)"
