@@ -453,3 +453,24 @@ func TestBenchSimulate(t *testing.T) {
 		t.Fatalf("table:\n%s", table)
 	}
 }
+
+// bench against a daemon: the store's report, and --throughput timing a real round trip.
+func TestBenchAgainstDaemon(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	makeImage(t, img, 8, 0)
+	var rep efficiencyReport
+	if err := json.Unmarshal([]byte(mustEbsctl(t, d.url, "--json", "bench", "--throughput", img)), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Rows[0]; r.UploadMBps <= 0 || r.ReadMBps <= 0 || r.WrittenBytes != 6*blockSize {
+		t.Fatalf("throughput report: %+v", r)
+	}
+	if err := json.Unmarshal([]byte(mustEbsctl(t, d.url, "--json", "bench")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Rows[0]; r.WrittenBytes != 6*blockSize || r.NewUnique != 6*blockSize || r.NewStored <= 0 {
+		t.Fatalf("store report: %+v", r)
+	}
+}
