@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,12 +31,8 @@ Example:
   ebsctl --json diff snap-0123456789abcdef0 snap-0fedcba9876543210
 `)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 2, "two snapshots"); err != nil {
 		return err
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return errors.New("diff takes two snapshots")
 	}
 	eb, _, err := g.clients(ctx)
 	if err != nil {

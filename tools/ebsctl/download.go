@@ -3,17 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 )
 
 type downloadOptions struct {
@@ -39,12 +37,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 2, "SNAPSHOT and FILE|DEVICE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return errors.New("download takes SNAPSHOT and FILE|DEVICE")
 	}
 	id, path := fs.Arg(0), fs.Arg(1)
 	eb, _, err := g.clients(ctx)
@@ -74,57 +68,38 @@ Flags:
 	}
 	start := time.Now()
 	prog := newProgress(g, "download", int64(len(blocks))*blockSize)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	work := make(chan ebstypes.Block)
-	var wg sync.WaitGroup
-	var written int64
-	var mu sync.Mutex
-	for range max(1, o.workers) {
-		wg.Go(func() {
-			buf := make([]byte, blockSize)
-			for b := range work {
-				if err := getBlock(ctx, eb, id, b, buf); err != nil {
-					cancel(err)
-					return
-				}
-				prog.add(blockSize)
-				if isZero(buf) && fi.Mode().IsRegular() {
-					continue // a hole reads as zeros
-				}
-				if _, err := f.WriteAt(buf, int64(aws.ToInt32(b.BlockIndex))*blockSize); err != nil {
-					cancel(err)
-					return
-				}
-				mu.Lock()
-				written++
-				mu.Unlock()
+	var written atomic.Int64
+	err = inParallel(ctx, o.workers, int64(len(blocks)), func() func(context.Context, int64) error {
+		buf := make([]byte, blockSize)
+		return func(ctx context.Context, j int64) error {
+			b := blocks[j]
+			if err := getBlock(ctx, eb, id, b, buf); err != nil {
+				return err
 			}
-		})
-	}
-feed:
-	for _, b := range blocks {
-		select {
-		case work <- b:
-		case <-ctx.Done():
-			break feed
+			prog.add(blockSize)
+			if isZero(buf) && fi.Mode().IsRegular() {
+				return nil // a hole reads as zeros
+			}
+			if _, err := f.WriteAt(buf, int64(aws.ToInt32(b.BlockIndex))*blockSize); err != nil {
+				return err
+			}
+			written.Add(1)
+			return nil
 		}
-	}
-	close(work)
-	wg.Wait()
+	})
 	prog.finish()
-	if err := context.Cause(ctx); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", path, err)
 	}
 	secs := time.Since(start).Seconds()
-	res := map[string]any{"snapshotId": id, "path": path, "volumeSizeGiB": gib, "blocks": len(blocks), "written": written,
+	res := map[string]any{"snapshotId": id, "path": path, "volumeSizeGiB": gib, "blocks": len(blocks), "written": written.Load(),
 		"seconds": secs, "mbPerSecond": float64(len(blocks)) * blockSize / 1e6 / max(secs, 1e-9)}
 	if g.json {
 		return json.NewEncoder(stdout).Encode(res)
 	}
-	fmt.Fprintf(stdout, "%s -> %s: %d blocks (%d with data written), %d GiB, %.1f MB/s\n", id, path, len(blocks), written, gib, res["mbPerSecond"])
+	fmt.Fprintf(stdout, "%s -> %s: %d blocks (%d with data written), %d GiB, %.1f MB/s\n", id, path, len(blocks), written.Load(), gib, res["mbPerSecond"])
 	return nil
 }

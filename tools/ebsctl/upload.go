@@ -77,12 +77,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 1, "one IMAGE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("upload takes one IMAGE")
 	}
 	if o.baseImage != "" && o.parent == "" {
 		return errors.New("--base-image needs --parent")
@@ -185,8 +181,6 @@ Flags:
 // uploadBlocks sends every block that belongs in the snapshot and returns the digest of
 // each, including those acknowledged by an earlier, interrupted run.
 func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id string, im, base *imageFile, state *uploadState, o uploadOptions, res *uploadResult) (map[int64][32]byte, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var (
 		mu                       sync.Mutex
 		sums                     = make(map[int64][32]byte)
@@ -196,76 +190,54 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 	defer prog.finish()
 	stopSaver := state.saveEvery(200 * time.Millisecond)
 	defer stopSaver()
-	work := make(chan int64)
-	var wg sync.WaitGroup
-	for range max(1, o.workers) {
-		wg.Go(func() {
-			buf := make([]byte, blockSize)
-			old := make([]byte, blockSize)
-			for i := range work {
-				if err := im.block(i, buf); err != nil {
-					cancel(err)
-					return
-				}
-				prog.add(blockSize)
-				send := o.sendZeros || !isZero(buf)
-				if base != nil {
-					if i < base.blocks() {
-						if err := base.block(i, old); err != nil {
-							cancel(err)
-							return
-						}
-					} else {
-						clear(old)
-					}
-					send = !bytes.Equal(buf, old)
-					if !send {
-						same.Add(1)
-					}
-				} else if !send {
-					zero.Add(1)
-				}
-				if !send {
-					continue
-				}
-				raw, b64 := checksum(buf)
-				mu.Lock()
-				sums[i] = raw
-				mu.Unlock()
-				if state.acked(i) {
-					before.Add(1)
-					continue
-				}
-				_, err := eb.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
-					SnapshotId: aws.String(id), BlockIndex: aws.Int32(int32(i)), BlockData: bytes.NewReader(buf),
-					DataLength: aws.Int32(blockSize), Checksum: aws.String(b64),
-					ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
-					Progress:          aws.Int32(int32(100 * i / max(1, im.blocks()))),
-				})
-				if err != nil {
-					cancel(fmt.Errorf("PutSnapshotBlock %d: %w", i, err))
-					return
-				}
-				state.markAcked(i)
-				sent.Add(1)
+	err := inParallel(ctx, o.workers, im.blocks(), func() func(context.Context, int64) error {
+		buf, old := make([]byte, blockSize), make([]byte, blockSize)
+		return func(ctx context.Context, i int64) error {
+			if err := im.block(i, buf); err != nil {
+				return err
 			}
-		})
-	}
-feed:
-	for i := range im.blocks() {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
+			prog.add(blockSize)
+			send := o.sendZeros || !isZero(buf)
+			if base != nil {
+				clear(old)
+				if i < base.blocks() {
+					if err := base.block(i, old); err != nil {
+						return err
+					}
+				}
+				if send = !bytes.Equal(buf, old); !send {
+					same.Add(1)
+				}
+			} else if !send {
+				zero.Add(1)
+			}
+			if !send {
+				return nil
+			}
+			raw, b64 := checksum(buf)
+			mu.Lock()
+			sums[i] = raw
+			mu.Unlock()
+			if state.acked(i) {
+				before.Add(1)
+				return nil
+			}
+			_, err := eb.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
+				SnapshotId: aws.String(id), BlockIndex: aws.Int32(int32(i)), BlockData: bytes.NewReader(buf),
+				DataLength: aws.Int32(blockSize), Checksum: aws.String(b64),
+				ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+				Progress:          aws.Int32(int32(100 * i / max(1, im.blocks()))),
+			})
+			if err != nil {
+				return fmt.Errorf("PutSnapshotBlock %d: %w", i, err)
+			}
+			state.markAcked(i)
+			sent.Add(1)
+			return nil
 		}
-	}
-	close(work)
-	wg.Wait()
+	})
 	res.Sent, res.SentBefore, res.SkippedZero, res.SkippedSame = sent.Load(), before.Load(), zero.Load(), same.Load()
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
-	}
-	return sums, nil
+	return sums, err
 }
 
 // linearAggregate is EBS's LINEAR checksum: SHA-256 over the raw digests in index order.

@@ -47,12 +47,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, 2, "SNAPSHOT and IMAGE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return errors.New("verify takes SNAPSHOT and IMAGE")
 	}
 	id := fs.Arg(0)
 	im, err := openImage(fs.Arg(1))
@@ -109,42 +105,13 @@ func verifyAPI(ctx context.Context, g *globalOptions, o verifyOptions, id string
 	}
 	prog := newProgress(g, "verify", im.size)
 	defer prog.finish()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var mu sync.Mutex
 	var diffs []int64
-	work := make(chan int64)
-	var wg sync.WaitGroup
-	for range max(1, o.workers) {
-		wg.Go(func() {
-			want, got := make([]byte, blockSize), make([]byte, blockSize)
-			for i := range work {
-				if err := im.block(i, want); err != nil {
-					cancel(err)
-					return
-				}
-				if j, ok := hasData[i]; ok {
-					if err := getBlock(ctx, eb, id, blocks[j], got); err != nil {
-						cancel(err)
-						return
-					}
-				} else {
-					clear(got)
-				}
-				prog.add(blockSize)
-				if !bytes.Equal(want, got) {
-					mu.Lock()
-					diffs = append(diffs, i*blockSize+int64(firstDiff(want, got)))
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	// Blocks past the image's end but inside the volume must have no data.
-	for i := range blocks {
-		if idx := int64(aws.ToInt32(blocks[i].BlockIndex)); idx >= im.blocks() {
+	// Blocks past the image's end but inside the volume must hold zeros.
+	for _, b := range blocks {
+		if idx := int64(aws.ToInt32(b.BlockIndex)); idx >= im.blocks() {
 			buf := make([]byte, blockSize)
-			if err := getBlock(ctx, eb, id, blocks[i], buf); err != nil {
+			if err := getBlock(ctx, eb, id, b, buf); err != nil {
 				return nil, 0, err
 			}
 			if !isZero(buf) {
@@ -152,17 +119,28 @@ func verifyAPI(ctx context.Context, g *globalOptions, o verifyOptions, id string
 			}
 		}
 	}
-feed:
-	for i := range im.blocks() {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
+	err = inParallel(ctx, o.workers, im.blocks(), func() func(context.Context, int64) error {
+		want, got := make([]byte, blockSize), make([]byte, blockSize)
+		return func(ctx context.Context, i int64) error {
+			if err := im.block(i, want); err != nil {
+				return err
+			}
+			clear(got)
+			if j, ok := hasData[i]; ok {
+				if err := getBlock(ctx, eb, id, blocks[j], got); err != nil {
+					return err
+				}
+			}
+			prog.add(blockSize)
+			if !bytes.Equal(want, got) {
+				mu.Lock()
+				diffs = append(diffs, i*blockSize+int64(firstDiff(want, got)))
+				mu.Unlock()
+			}
+			return nil
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	})
+	if err != nil {
 		return nil, 0, err
 	}
 	return diffs, im.blocks(), nil
