@@ -175,20 +175,26 @@ func (s *Store) startTracking() {
 	s.touchMu.Lock()
 	s.touched = make(map[Digest]struct{})
 	s.touchMu.Unlock()
+	s.tracking.Store(true)
 	for i := range s.stripes {
 		s.stripes[i].Unlock()
 	}
 }
 
 func (s *Store) stopTracking() {
+	s.tracking.Store(false)
 	s.touchMu.Lock()
 	s.touched = nil
 	s.touchMu.Unlock()
 }
 
 // noteTouched records a digest a put relies on while a collection runs. The put holds
-// the digest's stripe shared.
+// the digest's stripe shared, so it sees tracking switched on by the barrier; outside a
+// collection it costs one atomic load.
 func (s *Store) noteTouched(d Digest) {
+	if !s.tracking.Load() {
+		return
+	}
 	s.touchMu.Lock()
 	if s.touched != nil {
 		s.touched[d] = struct{}{}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -69,7 +70,8 @@ type Store struct {
 	// collection flushes Badger's memtable (which makes Badger refuse writes): writers
 	// wait a moment instead of failing.
 	writeGate sync.RWMutex
-	gcMu      sync.Mutex // one collection at a time
+	gcMu      sync.Mutex  // one collection at a time
+	tracking  atomic.Bool // a collection is recording the digests puts rely on
 	touchMu   sync.Mutex
 	touched   map[Digest]struct{} // digests put while a collection runs; nil otherwise
 	onDelete  []func(id string)
