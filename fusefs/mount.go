@@ -41,6 +41,7 @@ type export struct {
 	log          *slog.Logger
 	cacheTimeout time.Duration
 	keepCache    bool
+	mounted      time.Time // the root directory's times
 }
 
 // Mount is a mounted export.
@@ -86,7 +87,7 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 	if opts.MaxBackground == 0 {
 		opts.MaxBackground = maxBackground
 	}
-	exp := &export{src: src, blocks: blocks, owner: opts.Owner, log: log, cacheTimeout: cacheTimeout, keepCache: !opts.NoKeepCache}
+	exp := &export{src: src, blocks: blocks, owner: opts.Owner, log: log, cacheTimeout: cacheTimeout, keepCache: !opts.NoKeepCache, mounted: time.Now()}
 	timeout, negative := cacheTimeout, time.Duration(0)
 	root := &root{exp: exp}
 	asRoot := os.Geteuid() == 0

@@ -30,6 +30,7 @@ var (
 
 func (r *root) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o555
+	setTimes(&out.Attr, r.exp.mounted)
 	return 0
 }
 

@@ -12,7 +12,6 @@ import (
 type Source interface {
 	Snapshots(owner string) []cas.Snapshot
 	Snapshot(ctx context.Context, owner, id string) (cas.Snapshot, error)
-	ViewFrom(ctx context.Context, owner, id string, start int64, fn func(cas.Slot) bool) error
 	OpenView(ctx context.Context, owner, id string) (*cas.View, error)
 }
 
