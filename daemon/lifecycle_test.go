@@ -406,3 +406,19 @@ func TestKill9MidGC(t *testing.T) {
 	}
 	child.terminate(t)
 }
+
+// Some tools send EC2 Query requests as GET with the parameters in the query string.
+func TestEC2QueryOverGET(t *testing.T) {
+	td := newTestDaemon(t)
+	id := aws.ToString(startSnapshot(t, td.client(), &ebs.StartSnapshotInput{VolumeSize: aws.Int64(3)}).SnapshotId)
+	r := td.raw("GET", "/?Action=DescribeSnapshots&Version=2016-11-15&SnapshotId.1="+id, nil, nil, 0)
+	body := string(r.body)
+	if r.status != 200 || !strings.Contains(body, "<DescribeSnapshotsResponse") || !strings.Contains(body, "<snapshotId>"+id+"</snapshotId>") ||
+		!strings.Contains(body, "<volumeSize>3</volumeSize>") || !strings.Contains(body, "<status>pending</status>") {
+		t.Fatalf("GET DescribeSnapshots: %d\n%s", r.status, body)
+	}
+	r = td.raw("GET", "/?Action=DescribeSnapshots&Version=2016-11-15&SnapshotId.1=snap-0123456789abcdef0", nil, nil, 0)
+	if r.status != 400 || !strings.Contains(string(r.body), "<Code>InvalidSnapshot.NotFound</Code>") {
+		t.Fatalf("GET DescribeSnapshots of an unknown id: %d\n%s", r.status, r.body)
+	}
+}
