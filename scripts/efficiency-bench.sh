@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # efficiency-bench.sh — how much do dedup and compression save, and how fast?
 #
-#   scripts/efficiency-bench.sh [--size-mib N] [--tree DIR] [--keep DIR]
+#   scripts/efficiency-bench.sh [--size-mib N] [--tree DIR | --debootstrap] [--keep DIR]
 #
 # Builds a base and a changed ("next") ext4 image (scripts/make-image.sh), prints ebsctl's
 # efficiency report for them (logical, written, unique, stored bytes, ratios, growth),
@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
     --tree) tree_args=(--tree "$2"); tree_dir=$2; shift 2 ;;
+    --debootstrap) tree_args=(--debootstrap); shift ;;
     --keep) keep=$2; shift 2 ;;
     *) sed -n '2,13p' "$0"; exit 2 ;;
   esac
@@ -40,6 +41,7 @@ bytes() { du -sB1 "$1" | cut -f1; } # allocated, as the disk sees it (Badger pre
 "$root/scripts/make-image.sh" --size-mib "$size_mib" "${tree_args[@]}" "$work/img" >/dev/null
 base="$work/img/base.img" next="$work/img/next.img"
 size=$(stat -c %s "$base")
+[ "${tree_args[0]:-}" = --debootstrap ] && tree_dir="$work/img/debian"
 echo "== images: $(du -sh "${tree_dir:-$work/img/tree}" | cut -f1) of files in ${size_mib} MiB ext4 images"
 "$EBSCTL" bench --simulate --svg "$work/efficiency.svg" "$base" "$next"
 echo "(chart: $work/efficiency.svg)"

@@ -2,11 +2,13 @@
 # make-image.sh — build reproducible ext4 test images: a base image from a directory tree
 # and a "next" image (the base plus changes, as a volume looks between two snapshots).
 #
-#   scripts/make-image.sh [--size-mib N] [--tree DIR] OUT_DIR
+#   scripts/make-image.sh [--size-mib N] [--tree DIR | --debootstrap] OUT_DIR
 #
 # Without --tree a tree is generated from a fixed seed (text, binary, duplicate and empty
-# files), so the images are the same on every machine. With --tree DIR (for example a
-# debootstrapped Debian, or /usr/share) that tree is used. Writes OUT_DIR/base.img,
+# files), so the images are the same on every machine. With --tree DIR that tree is used
+# (/usr/share, a backup, ...). --debootstrap makes (once, cached in OUT_DIR/debian) a
+# minimal Debian bookworm with debootstrap from Debian's mirror, the realistic root file
+# system of a volume; it needs root, the network to the mirror, and --size-mib 1024. Writes OUT_DIR/base.img,
 # OUT_DIR/next.img, OUT_DIR/tree (the base's files) and OUT_DIR/next-tree. Needs
 # mkfs.ext4 and debugfs (e2fsprogs) and openssl; no root.
 set -euo pipefail
@@ -16,10 +18,11 @@ while [ $# -gt 1 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
     --tree) tree=$2; shift 2 ;;
+    --debootstrap) tree=debootstrap; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ $# -eq 1 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -eq 1 ] || { sed -n '2,15p' "$0"; exit 2; }
 out=$1
 mkdir -p "$out"
 export E2FSPROGS_FAKE_TIME=1700000000 SOURCE_DATE_EPOCH=1700000000
@@ -27,7 +30,17 @@ export E2FSPROGS_FAKE_TIME=1700000000 SOURCE_DATE_EPOCH=1700000000
 # stream SEED BYTES: reproducible pseudo-random bytes.
 stream() { { openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } | head -c "$2"; }
 
-if [ -z "$tree" ]; then
+if [ "$tree" = debootstrap ]; then
+  tree="$out/debian"
+  if [ ! -e "$tree/.complete" ]; then
+    command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+    rm -rf "$tree"
+    debootstrap --variant=minbase bookworm "$tree" http://deb.debian.org/debian >"$out/debootstrap.log" 2>&1 ||
+      { echo "debootstrap failed (see $out/debootstrap.log); use the generated tree instead" >&2; exit 1; }
+    rm -rf "$tree/var/cache/apt/archives"/*.deb "$tree/proc"/* "$tree/sys"/* "$tree/dev"/* 2>/dev/null || true
+    touch "$tree/.complete"
+  fi
+elif [ -z "$tree" ]; then
   tree="$out/tree"
   rm -rf "$tree"
   mkdir -p "$tree"
