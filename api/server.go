@@ -71,6 +71,7 @@ func New(store Store, cfg Config) *Server {
 	s.mux.HandleFunc("GET /snapshots/{id}/blocks/{index}", s.getSnapshotBlock)
 	s.mux.HandleFunc("GET "+AdminPrefix+"stats", s.stats)
 	s.mux.HandleFunc("POST "+AdminPrefix+"gc", s.collectGarbage)
+	s.mux.HandleFunc("GET "+AdminPrefix+"snapshots/{id}/digests", s.digests)
 	s.mux.HandleFunc("POST /{$}", s.ec2)
 	s.mux.HandleFunc("GET /{$}", s.ec2)
 	s.mux.HandleFunc("/", s.unknownOperation)

@@ -60,7 +60,7 @@ func runUpload(ctx context.Context, g *globalOptions, args []string, stdout io.W
 	fs.BoolVar(&o.wait, "wait", false, "wait until the snapshot is completed (EC2 DescribeSnapshots)")
 	fs.IntVar(&o.workers, "workers", 4*runtime.NumCPU(), "parallel PutSnapshotBlock requests")
 	fs.BoolVar(&o.sendZeros, "send-zeros", false, "send all-zero blocks too (they are skipped by default: they read as zeros)")
-	fs.StringVar(&o.baseImage, "base-image", "", "with --parent: the image the parent was made from; only blocks that differ from it are sent")
+	fs.StringVar(&o.baseImage, "base-image", "", "with --parent: the image the parent was made from; only blocks that differ from it are sent (else ebsd's digests, or the parent's block list, decide)")
 	fs.IntVar(&o.timeout, "timeout", 60, "minutes the pending snapshot may sit idle before the service gives up on it")
 	fs.StringVar(&o.stateDir, "state-dir", "", "where resume state is kept (default: the user's cache directory)")
 	fs.Usage = func() {
@@ -98,11 +98,17 @@ Flags:
 	}
 	defer im.Close()
 	var base *imageFile
-	if o.baseImage != "" {
+	var parent *parentView
+	switch {
+	case o.baseImage != "":
 		if base, err = openImage(o.baseImage); err != nil {
 			return err
 		}
 		defer base.Close()
+	case o.parent != "":
+		if parent, err = loadParent(ctx, g, eb, o.parent); err != nil {
+			return err
+		}
 	}
 
 	abs, _ := filepath.Abs(path)
@@ -147,7 +153,7 @@ Flags:
 	}
 
 	start := time.Now()
-	sums, err := uploadBlocks(ctx, g, eb, id, im, base, state, o, &res)
+	sums, err := uploadBlocks(ctx, g, eb, id, im, base, parent, state, o, &res)
 	if saveErr := state.save(); saveErr != nil && err == nil {
 		err = saveErr
 	}
@@ -180,7 +186,7 @@ Flags:
 
 // uploadBlocks sends every block that belongs in the snapshot and returns the digest of
 // each, including those acknowledged by an earlier, interrupted run.
-func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id string, im, base *imageFile, state *uploadState, o uploadOptions, res *uploadResult) (map[int64][32]byte, error) {
+func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id string, im, base *imageFile, parent *parentView, state *uploadState, o uploadOptions, res *uploadResult) (map[int64][32]byte, error) {
 	var (
 		mu                       sync.Mutex
 		sums                     = make(map[int64][32]byte)
@@ -197,8 +203,17 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 				return err
 			}
 			prog.add(blockSize)
-			send := o.sendZeros || !isZero(buf)
-			if base != nil {
+			allZero := isZero(buf) // far cheaper than hashing: most of a volume is zeros
+			raw, b64 := zeroDigest, zeroChecksum
+			if !allZero {
+				raw, b64 = checksum(buf)
+			}
+			send := o.sendZeros || !allZero
+			if parent != nil {
+				if send = parent.needs(i, raw); !send {
+					same.Add(1)
+				}
+			} else if base != nil {
 				clear(old)
 				if i < base.blocks() {
 					if err := base.block(i, old); err != nil {
@@ -214,7 +229,6 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 			if !send {
 				return nil
 			}
-			raw, b64 := checksum(buf)
 			mu.Lock()
 			sums[i] = raw
 			mu.Unlock()
