@@ -363,12 +363,20 @@ func TestFUSEDeleteWhileOpen(t *testing.T) {
 	run(t, "ls", img) // the kernel now caches the name
 	// A child opens the image, waits for a signal file, then copies it out.
 	gate := filepath.Join(work, "go")
+	opened := filepath.Join(work, "opened")
 	out := filepath.Join(work, "out")
-	reader := exec.Command("sh", "-c", `exec 3<"$1"; while [ ! -e "$2" ]; do sleep 0.05; done; cat <&3 > "$3"`, "sh", img, gate, out)
+	reader := exec.Command("sh", "-c", `exec 3<"$1"; : >"$4"; while [ ! -e "$2" ]; do sleep 0.05; done; cat <&3 > "$3"`, "sh", img, gate, out, opened)
 	if err := reader.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // let it open the file
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(opened); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reader never opened the image")
+		}
+	}
 	e := newEC2Client(td.url())
 	if _, err := e.DeleteSnapshot(context.Background(), &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil {
 		t.Fatal(err)
