@@ -261,7 +261,7 @@ func TestUploadResumesAfterKill(t *testing.T) {
 	d := startDaemon(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
-	makeImage(t, img, 200, 0)
+	makeImage(t, img, 400, 0) // 300 data blocks: long enough to kill in the middle
 	args, _ := json.Marshal([]string{"--endpoint-url", d.url, "--quiet", "upload", "--workers", "1", "--state-dir", dir, img})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "EBSCTL_TEST_AS_CLI=1", "EBSCTL_TEST_ARGS="+string(args))
@@ -281,7 +281,7 @@ func TestUploadResumesAfterKill(t *testing.T) {
 	_ = cmd.Wait()
 	recorded = ackedInState(t, dir)
 	first := stats(t, d.url).MappedBlocks
-	if first >= 150 || recorded < 20 {
+	if first >= 300 || recorded < 20 {
 		t.Fatalf("could not kill the upload in the middle: %d blocks landed, %d recorded", first, recorded)
 	}
 	id := firstLine(out.String())
@@ -290,7 +290,7 @@ func TestUploadResumesAfterKill(t *testing.T) {
 	if err := json.Unmarshal([]byte(outJSON), &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.SnapshotID != id || res.Status != "completed" || res.SentBefore != int64(recorded) || res.Sent+res.SentBefore != 150 {
+	if res.SnapshotID != id || res.Status != "completed" || res.SentBefore != int64(recorded) || res.Sent+res.SentBefore != 300 {
 		t.Fatalf("resumed %s (first run printed %q, %d blocks landed): %+v", res.SnapshotID, id, first, res)
 	}
 	if ls := mustEbsctl(t, d.url, "--json", "ls"); strings.Count(ls, "snapshotId") != 1 {
