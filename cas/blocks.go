@@ -115,36 +115,6 @@ func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
 	return out, nil
 }
 
-// scanMap calls fn for each block written in snapshot id (not inherited), in ascending
-// index order from start, until fn returns false.
-func (s *Store) scanMap(ctx context.Context, id string, start int64, fn func(index int64, d Digest) bool) error {
-	prefix := mapPrefix(id)
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Seek(mapKey(id, start)); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			item := it.Item()
-			var d Digest
-			if err := item.Value(func(v []byte) error {
-				if len(v) != len(d) {
-					return fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, item.Key(), len(v))
-				}
-				copy(d[:], v)
-				return nil
-			}); err != nil {
-				return err
-			}
-			if !fn(indexFromMapKey(item.Key()), d) {
-				return nil
-			}
-		}
-		return nil
-	})
-}
-
 // dropMap deletes the block map of a snapshot; blocks no longer referenced are left to
 // garbage collection.
 func (s *Store) dropMap(ctx context.Context, id string) error {
@@ -178,32 +148,13 @@ func (s *Store) dropMap(ctx context.Context, id string) error {
 // snapshot: its own write if it has one, else its parent's view, up the lineage.
 // found is false where no snapshot of the lineage wrote the index.
 func (s *Store) BlockDigest(ctx context.Context, owner, id string, index int64) (d Digest, found bool, err error) {
+	ids, err := s.lineage(owner, id)
+	if err != nil {
+		return d, false, err
+	}
 	err = s.db.View(func(txn *badger.Txn) error {
-		for cur := id; cur != ""; {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			e, err := s.lookupAny(owner, cur)
-			if err != nil {
-				return err
-			}
-			item, err := txn.Get(mapKey(cur, index))
-			if err == nil {
-				return item.Value(func(v []byte) error {
-					if len(v) != len(d) {
-						return fmt.Errorf("%w: map entry of %s block %d has %d bytes", ErrCorruptBlock, cur, index, len(v))
-					}
-					copy(d[:], v)
-					found = true
-					return nil
-				})
-			}
-			if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-			cur = e.snapshot().ParentID
-		}
-		return nil
+		d, found, err = lookupView(txn, ids, index)
+		return err
 	})
 	return d, found, err
 }

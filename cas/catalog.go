@@ -324,10 +324,12 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 func (s *Store) linearAggregate(ctx context.Context, id string) (int64, Digest, error) {
 	h := sha256.New()
 	var n int64
-	err := s.scanMap(ctx, id, 0, func(_ int64, d Digest) bool {
-		h.Write(d[:])
-		n++
-		return true
+	err := s.db.View(func(txn *badger.Txn) error {
+		return mergeMaps(ctx, txn, []string{id}, 0, func(_ int64, _ int, d Digest) (bool, error) {
+			h.Write(d[:])
+			n++
+			return true, nil
+		})
 	})
 	var out Digest
 	h.Sum(out[:0])

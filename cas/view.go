@@ -184,7 +184,8 @@ func (s *Store) Changes(ctx context.Context, owner, first, second string, start 
 		common++
 	}
 	fOwn, sOwn := fl[:len(fl)-common], sl[:len(sl)-common]
-	shared := fl[len(fl)-common:]
+	// Only the snapshots below the common ancestor can make the views differ; each
+	// side's full lineage answers what that side holds at a candidate index.
 	ids := append(append([]string{}, fOwn...), sOwn...)
 	next = -1
 	err = s.db.View(func(txn *badger.Txn) error {
@@ -197,10 +198,10 @@ func (s *Store) Changes(ctx context.Context, owner, first, second string, start 
 			examined++
 			c := Change{Index: index}
 			var err error
-			if c.First, c.HasFirst, err = lookupView(txn, append(fOwn[:len(fOwn):len(fOwn)], shared...), index); err != nil {
+			if c.First, c.HasFirst, err = lookupView(txn, fl, index); err != nil {
 				return false, err
 			}
-			if c.Second, c.HasSecond, err = lookupView(txn, append(sOwn[:len(sOwn):len(sOwn)], shared...), index); err != nil {
+			if c.Second, c.HasSecond, err = lookupView(txn, sl, index); err != nil {
 				return false, err
 			}
 			if c.HasFirst == c.HasSecond && c.First == c.Second {
