@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -27,32 +26,9 @@ func runGC(ctx context.Context, g *globalOptions, args []string, stdout io.Write
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	url, err := g.ebsdURL("/ebsd/v1/gc")
-	if err != nil {
-		return err
-	}
+	path := "/ebsd/v1/gc"
 	if o.dryRun {
-		url += "?dryRun=true"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("asking %s: %w", g.endpoint, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("reading the report: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, body)
-	}
-	if g.json {
-		_, err := stdout.Write(append(body, '\n'))
-		return err
+		path += "?dryRun=true"
 	}
 	var rep struct {
 		DryRun                 bool
@@ -65,8 +41,13 @@ func runGC(ctx context.Context, g *globalOptions, args []string, stdout io.Write
 		DiskBytesAfter         int64
 		DurationNs             time.Duration
 	}
-	if err := json.Unmarshal(body, &rep); err != nil {
-		return fmt.Errorf("decoding the report: %w", err)
+	body, err := ebsdCall(ctx, g, http.MethodPost, path, &rep)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		_, err := stdout.Write(append(body, '\n'))
+		return err
 	}
 	verb := "reclaimed"
 	if rep.DryRun {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -40,20 +39,8 @@ func loadParent(ctx context.Context, g *globalOptions, eb *ebs.Client, parent st
 }
 
 func parentDigests(ctx context.Context, g *globalOptions, parent string) (*parentView, error) {
-	base, err := g.ebsdURL("/ebsd/v1/snapshots/" + parent + "/digests")
-	if err != nil {
-		return nil, err
-	}
 	pv := &parentView{has: map[int64]bool{}, digests: map[int64][32]byte{}}
 	for next := int64(0); next >= 0; {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"?startingBlockIndex="+strconv.FormatInt(next, 10), nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
 		var page struct {
 			Blocks []struct {
 				BlockIndex int64
@@ -61,10 +48,9 @@ func parentDigests(ctx context.Context, g *globalOptions, parent string) (*paren
 			}
 			NextIndex int64
 		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || err != nil {
-			return nil, fmt.Errorf("digests of %s: %s %v", parent, resp.Status, err)
+		path := "/ebsd/v1/snapshots/" + parent + "/digests?startingBlockIndex=" + strconv.FormatInt(next, 10)
+		if _, err := ebsdCall(ctx, g, http.MethodGet, path, &page); err != nil {
+			return nil, err
 		}
 		for _, b := range page.Blocks {
 			raw, err := base64.StdEncoding.DecodeString(b.Checksum)

@@ -54,28 +54,6 @@ type storeStats struct {
 // fetchStats asks an ebsd daemon what its store holds (GET /ebsd/v1/stats).
 func fetchStats(ctx context.Context, g *globalOptions) (storeStats, error) {
 	var st storeStats
-	url, err := g.ebsdURL("/ebsd/v1/stats")
-	if err != nil {
-		return st, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("asking %s: %w", g.endpoint, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return st, fmt.Errorf("reading stats: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("%s: %s", resp.Status, body)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("decoding stats: %w", err)
-	}
-	return st, nil
+	_, err := ebsdCall(ctx, g, http.MethodGet, "/ebsd/v1/stats", &st)
+	return st, err
 }
