@@ -42,6 +42,7 @@ const (
 	reasonInvalidVolumeSize      = "INVALID_VOLUME_SIZE"
 	reasonInvalidContentEncoding = "INVALID_CONTENT_ENCODING"
 	reasonSnapshotNotFound       = "SNAPSHOT_NOT_FOUND"
+	reasonUnauthorizedAccount    = "UNAUTHORIZED_ACCOUNT"
 	reasonInvalidPageToken       = "INVALID_PAGE_TOKEN"
 	reasonInvalidBlockToken      = "INVALID_BLOCK_TOKEN"
 	reasonUnrelatedSnapshots     = "UNRELATED_SNAPSHOTS"
@@ -63,6 +64,8 @@ func fromStore(err error) *Error {
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr
+	case errors.Is(err, cas.ErrNotOwner):
+		return &Error{Status: http.StatusForbidden, Type: "AccessDeniedException", Reason: reasonUnauthorizedAccount, Message: msg}
 	case errors.Is(err, cas.ErrSnapshotNotFound):
 		return &Error{Status: http.StatusNotFound, Type: resourceNotFound, Reason: reasonSnapshotNotFound, Message: msg}
 	case errors.Is(err, cas.ErrTokenConflict):

@@ -28,10 +28,15 @@ type Store interface {
 
 // Config configures the API.
 type Config struct {
-	// OwnerID is the 12-digit account every request acts as, until signatures are verified.
-	OwnerID string
-	// Region is used when a request carries no SigV4 credential scope.
-	Region string
+	// Auth decides who sent each request. Nil refuses every request: there is no
+	// unauthenticated default.
+	Auth Authenticator
+	// Guard refuses what a web browser could send (see browser_guard.go). Always on;
+	// AllowedHosts additionally pins the Host header (for --auth none, where no
+	// signature covers it).
+	AllowedHosts []string
+	// Limit, when set, is asked before each authenticated request (per-account rates).
+	Limit  RateLimiter
 	Logger *slog.Logger
 	// Blocks serves block reads (the shared block cache).
 	Blocks cas.BlockReader
@@ -83,6 +88,7 @@ func New(store Store, cfg Config) *Server {
 type requestInfo struct {
 	id       string
 	snapshot string
+	account  string
 }
 
 type infoKey struct{}
@@ -100,13 +106,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &requestInfo{id: newRequestID()}
 	w.Header().Set("x-amzn-RequestId", ri.id)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	s.mux.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+	if r, ok := s.admit(sw, r); ok {
+		s.mux.ServeHTTP(sw, r)
+	}
 	level := slog.LevelInfo
 	if sw.status >= 500 {
 		level = slog.LevelError
 	}
 	s.log.Log(r.Context(), level, "request",
-		"request_id", ri.id, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
+		"request_id", ri.id, "account", ri.account, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
 		"status", sw.status, "error_type", errorType(sw.Header()),
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)
 }

@@ -115,8 +115,11 @@ func (s *Store) lookupAny(owner, id string) (*entry, error) {
 	s.snapsMu.RLock()
 	e := s.snaps[id]
 	s.snapsMu.RUnlock()
-	if e == nil || e.owner != owner {
+	if e == nil {
 		return nil, fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+	}
+	if e.owner != owner {
+		return nil, fmt.Errorf("%w: %s", ErrNotOwner, id)
 	}
 	return e, nil
 }

@@ -1,11 +1,17 @@
 package cas
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors the store returns, wrapped with detail by fmt.Errorf("%w: …"). Callers map them
 // to their protocol's errors with errors.Is; the wrapped message is meant for people.
 var (
-	ErrSnapshotNotFound  = errors.New("snapshot not found")
+	ErrSnapshotNotFound = errors.New("snapshot not found")
+	// ErrNotOwner wraps ErrSnapshotNotFound: the snapshot exists but belongs to another
+	// account. Protocols that say "not found" for that (EC2) need not tell them apart.
+	ErrNotOwner          = fmt.Errorf("%w: it belongs to another account", ErrSnapshotNotFound)
 	ErrNotPending        = errors.New("snapshot is not pending")
 	ErrNotCompleted      = errors.New("snapshot is not completed")
 	ErrTokenConflict     = errors.New("client token already used with other parameters")

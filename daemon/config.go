@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -14,13 +15,15 @@ import (
 )
 
 // config is everything the daemon is told at start. Every flag can also come from an
-// EBSD_ environment variable (flag wins).
+// EBSD_ environment variable named after it (--metrics-listen ↔ EBSD_METRICS_LISTEN);
+// a flag on the command line wins. A malformed value is an error either way, never
+// silently the default.
 type config struct {
 	dataDir      string
 	listen       string
+	addrFile     string
 	mount        string
 	region       string
-	accountID    string
 	compression  cas.Compression
 	cacheMB      int
 	readAheadKB  int
@@ -29,6 +32,29 @@ type config struct {
 	vlogFileSize int64 // tests make value-log files small to see space come back
 	logLevel     slog.Level
 
+	// Identity (see README "Credentials and accounts").
+	auth            string // authSigV4 or authNone
+	accountID       string // the default account
+	accessKeyID     string // the default account's credential; generated when empty
+	secretAccessKey string
+	credentialsFile string // more accounts; reloaded on SIGHUP
+	publicHost      string // with --auth none: a Host other than the listen address to accept
+
+	// Who may open the FUSE mount.
+	mountAllowOther bool
+	mountUID        int // -1: the daemon's user
+	mountGID        int // -1: the daemon's group
+	mountMode       uint32
+
+	// Transport and load.
+	tlsCert        string
+	tlsKey         string
+	rateLimit      float64 // requests per second per account; 0 = unlimited
+	rateBurst      int
+	maxConnections int
+
+	metricsListen string // /metrics, /healthz, /readyz, pprof, status page; empty: none
+
 	// Set by tests, not by flags.
 	clock          cas.Clock
 	expireInterval int64 // nanoseconds; 0 = store default
@@ -36,40 +62,62 @@ type config struct {
 }
 
 const (
-	defaultDataDir   = "ebsd-data"
-	defaultListen    = "127.0.0.1:8600"
-	defaultRegion    = "us-east-1"
-	defaultAccountID = "111122223333"
+	defaultDataDir       = "ebsd-data"
+	defaultListen        = "127.0.0.1:8600"
+	defaultMetricsListen = "127.0.0.1:8601"
+	defaultRegion        = "us-east-1"
+	defaultAccountID     = "111122223333"
+
+	authSigV4 = "sigv4"
+	authNone  = "none"
 )
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("ebsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	env := func(name, def string) string {
-		if v := getenv("EBSD_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	var c config
-	var level, compression string
-	fs.StringVar(&c.dataDir, "data-dir", env("DATA_DIR", defaultDataDir), "directory of the Badger store (env EBSD_DATA_DIR)")
-	fs.StringVar(&c.listen, "listen", env("LISTEN", defaultListen), "HOST:PORT of the HTTP API (env EBSD_LISTEN)")
-	fs.StringVar(&c.mount, "mount", env("MOUNT", ""), "directory to mount the FUSE export on; empty for none (env EBSD_MOUNT)")
-	fs.StringVar(&c.region, "region", env("REGION", defaultRegion), "region used when a request is not SigV4-signed (env EBSD_REGION)")
-	fs.StringVar(&c.accountID, "account-id", env("ACCOUNT_ID", defaultAccountID), "12-digit owner id of all snapshots (env EBSD_ACCOUNT_ID)")
-	fs.StringVar(&compression, "compression", env("COMPRESSION", string(cas.CompressZstd)), "codec for new blocks: zstd (best ratio), s2 (faster) or none (env EBSD_COMPRESSION)")
-	fs.IntVar(&c.cacheMB, "cache-mb", envInt(getenv, "CACHE_MB", 256), "MiB of decompressed blocks cached for reads, shared by API and FUSE (env EBSD_CACHE_MB)")
-	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", envInt(getenv, "FUSE_READAHEAD_KB", 4096), "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128 (env EBSD_FUSE_READAHEAD_KB)")
-	vlogMB := fs.Int64("vlog-file-mb", int64(envInt(getenv, "VLOG_FILE_MB", 256)), "size of Badger value-log files in MiB; space comes back a file at a time (env EBSD_VLOG_FILE_MB)")
-	fs.DurationVar(&c.gcInterval, "gc-interval", envDuration(getenv, "GC_INTERVAL", time.Hour), "how often garbage collection runs in the background; 0 disables it (env EBSD_GC_INTERVAL)")
-	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env EBSD_LOG_LEVEL)")
+	c := config{mountUID: -1, mountGID: -1}
+	var level, compression, mountMode string
+	var vlogMB int64
+	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir, "directory of the Badger store")
+	fs.StringVar(&c.listen, "listen", defaultListen, "HOST:PORT of the AWS API (EBS direct and EC2 Query)")
+	fs.StringVar(&c.addrFile, "addr-file", "", "write the address actually listened on (HOST:PORT) to this file once serving; for scripts using port 0")
+	fs.StringVar(&c.mount, "mount", "", "directory to mount the FUSE export on; empty for none")
+	fs.StringVar(&c.region, "region", defaultRegion, "region of this endpoint (requests are scoped to the region they are signed for)")
+	fs.StringVar(&compression, "compression", string(cas.CompressZstd), "codec for new blocks: zstd (best ratio), s2 (faster) or none")
+	fs.IntVar(&c.cacheMB, "cache-mb", 256, "MiB of decompressed blocks cached for reads, shared by API and FUSE")
+	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", 4096, "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128")
+	fs.Int64Var(&vlogMB, "vlog-file-mb", 256, "size of Badger value-log files in MiB; space comes back a file at a time")
+	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often garbage collection runs in the background; 0 disables it")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+
+	fs.StringVar(&c.auth, "auth", authSigV4, "sigv4: every request must be signed by a known account; none: no signatures (loopback only, for a quick try)")
+	fs.StringVar(&c.accountID, "account-id", defaultAccountID, "12-digit id of the default account")
+	fs.StringVar(&c.accessKeyID, "access-key-id", "", "access key id of the default account; empty: one is generated on first start and kept in the data directory")
+	fs.StringVar(&c.secretAccessKey, "secret-access-key", "", "secret access key of the default account (prefer the environment variable)")
+	fs.StringVar(&c.credentialsFile, "credentials", "", "JSON file of further accounts and keys (mode 0600; reloaded on SIGHUP)")
+	fs.StringVar(&c.publicHost, "public-host", "", "with --auth none, a Host header to accept besides the listen address")
+
+	fs.BoolVar(&c.mountAllowOther, "mount-allow-other", false, "let users other than the daemon's open the FUSE mount, as --mount-uid/--mount-gid/--mount-mode and the credentials file grant")
+	fs.IntVar(&c.mountUID, "mount-uid", -1, "owner of the default account's files in the mount (-1: the daemon's user)")
+	fs.IntVar(&c.mountGID, "mount-gid", -1, "group of the default account's files in the mount (-1: the daemon's group)")
+	fs.StringVar(&mountMode, "mount-mode", "0400", "permission bits of the default account's image files (directories get x where r is set)")
+
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with; reloaded on SIGHUP")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 2000, "requests per second each account may make (token bucket); 0 for no limit")
+	fs.IntVar(&c.rateBurst, "rate-burst", 4000, "requests an account may make at once above --rate-limit")
+	fs.IntVar(&c.maxConnections, "max-connections", 1024, "open connections the API accepts at once; more wait in the kernel's backlog")
+
+	fs.StringVar(&c.metricsListen, "metrics-listen", defaultMetricsListen, "HOST:PORT for /metrics, /healthz, /readyz, pprof and the status page (no signatures: keep it on loopback); empty for none")
+
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: ebsd [flags]\n\nServes the Amazon EBS direct APIs on a local Badger store.\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "Usage: ebsd [flags]\n\nServes the Amazon EBS direct APIs on a local Badger store.\nEvery flag can also be set as EBSD_<NAME> (--data-dir ↔ EBSD_DATA_DIR).\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	err := fs.Parse(args)
-	if err != nil {
+	if err := applyEnv(fs, getenv); err != nil {
+		return c, err
+	}
+	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -78,26 +126,82 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("--log-level: %w", err)
 	}
-	c.vlogFileSize = *vlogMB << 20
+	c.vlogFileSize = vlogMB << 20
+	var err error
 	if c.compression, err = cas.ParseCompression(compression); err != nil {
 		return c, fmt.Errorf("--compression: %w", err)
 	}
 	if len(c.accountID) != 12 || strings.Trim(c.accountID, "0123456789") != "" {
 		return c, fmt.Errorf("--account-id %q is not a 12-digit account id", c.accountID)
 	}
+	mode, err := strconv.ParseUint(mountMode, 8, 32)
+	if err != nil || mode&^0o777 != 0 {
+		return c, fmt.Errorf("--mount-mode %q is not octal permission bits such as 0440", mountMode)
+	}
+	c.mountMode = uint32(mode)
+	if err := c.validate(); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
-func envInt(getenv func(string) string, name string, def int) int {
-	if v, err := strconv.Atoi(getenv("EBSD_" + name)); err == nil {
-		return v
+// validate checks what no single flag can: combinations, and a refusal to serve
+// unauthenticated beyond this machine.
+func (c *config) validate() error {
+	switch c.auth {
+	case authSigV4:
+	case authNone:
+		if !isLoopback(c.listen) {
+			return fmt.Errorf("--auth none serves every request unsigned: refused on %s, which is not a loopback address", c.listen)
+		}
+	default:
+		return fmt.Errorf("--auth %q: want %s or %s", c.auth, authSigV4, authNone)
 	}
-	return def
+	if (c.accessKeyID == "") != (c.secretAccessKey == "") {
+		return fmt.Errorf("--access-key-id and --secret-access-key (EBSD_ACCESS_KEY_ID, EBSD_SECRET_ACCESS_KEY) go together")
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if c.rateLimit < 0 || c.rateBurst < 1 {
+		return fmt.Errorf("--rate-limit must be ≥ 0 and --rate-burst ≥ 1")
+	}
+	if c.maxConnections < 1 {
+		return fmt.Errorf("--max-connections must be ≥ 1")
+	}
+	if (c.mountUID >= 0 || c.mountGID >= 0) && !c.mountAllowOther && c.mount != "" {
+		// Owners other than the daemon's user mean nothing without allow_other: say so.
+		return fmt.Errorf("--mount-uid/--mount-gid grant access to other users only with --mount-allow-other")
+	}
+	return nil
 }
 
-func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(getenv("EBSD_" + name)); err == nil {
-		return v
+// applyEnv sets every flag whose EBSD_<NAME> variable is set, through the flag's own
+// parser, so a malformed value is an error that names the variable.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "EBSD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, set := getenv(name), getenv(name) != ""
+		if !set || err != nil {
+			return
+		}
+		if serr := fs.Set(f.Name, v); serr != nil {
+			err = fmt.Errorf("%s=%q: %w", name, v, serr)
+		}
+	})
+	return err
+}
+
+// isLoopback says whether HOST:PORT names only this machine.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
 	}
-	return def
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

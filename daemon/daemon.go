@@ -56,8 +56,8 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	}
 	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*4)
 	handler := api.New(store, api.Config{
-		OwnerID: cfg.accountID, Region: cfg.region, Logger: log,
-		Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
+		Auth:   api.Unsigned{AccountID: cfg.accountID, Region: cfg.region}, // TODO(auth): SigV4
+		Logger: log, Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
 	})
 	d := &daemon{
 		log:   log,
