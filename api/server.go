@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -31,13 +32,15 @@ type Config struct {
 	// Auth decides who sent each request. Nil refuses every request: there is no
 	// unauthenticated default.
 	Auth Authenticator
-	// Guard refuses what a web browser could send (see browser_guard.go). Always on;
-	// AllowedHosts additionally pins the Host header (for --auth none, where no
-	// signature covers it).
+	// AllowedHosts, when set, pins the Host header and turns on the checks of what a
+	// browser form could send (guard.go): for --auth none, where no signature covers
+	// the request. Origin headers are refused always.
 	AllowedHosts []string
 	// Limit, when set, is asked before each authenticated request (per-account rates).
-	Limit  RateLimiter
-	Logger *slog.Logger
+	Limit RateLimiter
+	// Observer, when set, is told about every answered request (metrics).
+	Observer Observer
+	Logger   *slog.Logger
 	// Blocks serves block reads (the shared block cache).
 	Blocks cas.BlockReader
 	// TokenKey signs page and block tokens; keep it across restarts.
@@ -68,19 +71,28 @@ func New(store Store, cfg Config) *Server {
 	s := &Server{store: store, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), blocks: cfg.Blocks,
 		tokens: tokenSigner{key: cfg.TokenKey, clock: cfg.Clock}}
 	s.bufs.New = func() any { b := make([]byte, cas.BlockSize); return &b }
-	s.mux.HandleFunc("POST /snapshots", s.startSnapshot)
-	s.mux.HandleFunc("PUT /snapshots/{id}/blocks/{index}", s.putSnapshotBlock)
-	s.mux.HandleFunc("POST /snapshots/completion/{id}", s.completeSnapshot)
-	s.mux.HandleFunc("GET /snapshots/{id}/blocks", s.listSnapshotBlocks)
-	s.mux.HandleFunc("GET /snapshots/{id}/changedblocks", s.listChangedBlocks)
-	s.mux.HandleFunc("GET /snapshots/{id}/blocks/{index}", s.getSnapshotBlock)
-	s.mux.HandleFunc("GET "+AdminPrefix+"stats", s.stats)
-	s.mux.HandleFunc("POST "+AdminPrefix+"gc", s.collectGarbage)
-	s.mux.HandleFunc("GET "+AdminPrefix+"snapshots/{id}/digests", s.digests)
-	s.mux.HandleFunc("POST /{$}", s.ec2)
-	s.mux.HandleFunc("GET /{$}", s.ec2)
+	s.handle("POST /snapshots", "StartSnapshot", s.startSnapshot)
+	s.handle("PUT /snapshots/{id}/blocks/{index}", "PutSnapshotBlock", s.putSnapshotBlock)
+	s.handle("POST /snapshots/completion/{id}", "CompleteSnapshot", s.completeSnapshot)
+	s.handle("GET /snapshots/{id}/blocks", "ListSnapshotBlocks", s.listSnapshotBlocks)
+	s.handle("GET /snapshots/{id}/changedblocks", "ListChangedBlocks", s.listChangedBlocks)
+	s.handle("GET /snapshots/{id}/blocks/{index}", "GetSnapshotBlock", s.getSnapshotBlock)
+	s.handle("GET "+AdminPrefix+"stats", "ebsd:Stats", s.stats)
+	s.handle("POST "+AdminPrefix+"gc", "ebsd:GC", s.collectGarbage)
+	s.handle("GET "+AdminPrefix+"snapshots/{id}/digests", "ebsd:Digests", s.digests)
+	s.handle("POST /{$}", "EC2", s.ec2)
+	s.handle("GET /{$}", "EC2", s.ec2)
 	s.mux.HandleFunc("/", s.unknownOperation)
 	return s
+}
+
+// handle registers a handler under an operation name, which the access log and the
+// request metrics carry (the EC2 handler refines it with the action).
+func (s *Server) handle(pattern, op string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		info(r).op = op
+		h(w, r)
+	})
 }
 
 // requestInfo travels in the request context so handlers can add what the access log
@@ -89,6 +101,7 @@ type requestInfo struct {
 	id       string
 	snapshot string
 	account  string
+	op       string // operation name; "" when no route matched
 }
 
 type infoKey struct{}
@@ -106,16 +119,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &requestInfo{id: newRequestID()}
 	w.Header().Set("x-amzn-RequestId", ri.id)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	body := &countingReader{r: r.Body}
+	r.Body = body
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	if r, ok := s.admit(sw, r); ok {
 		s.mux.ServeHTTP(sw, r)
+	}
+	if s.cfg.Observer != nil {
+		op := ri.op
+		if op == "" {
+			op = "unknown"
+		}
+		s.cfg.Observer.ObserveRequest(op, sw.status, time.Since(start), body.n, sw.n)
 	}
 	level := slog.LevelInfo
 	if sw.status >= 500 {
 		level = slog.LevelError
 	}
 	s.log.Log(r.Context(), level, "request",
-		"request_id", ri.id, "account", ri.account, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
+		"request_id", ri.id, "op", ri.op, "account", ri.account, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
 		"status", sw.status, "error_type", errorType(sw.Header()),
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)
 }
@@ -134,14 +156,42 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, e)
 }
 
+// statusWriter remembers the status and counts the body bytes of a response.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	n      int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// countingReader counts the request body bytes a handler read.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
+// Observer is told about each answered request: its operation, HTTP status, duration
+// and the body bytes read and written.
+type Observer interface {
+	ObserveRequest(op string, status int, d time.Duration, bytesIn, bytesOut int64)
 }
 
 func newRequestID() string {
