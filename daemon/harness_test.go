@@ -6,21 +6,46 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ebs/types"
 
 	"github.com/ebsd/ebsd/cas"
 )
+
+// The default account's credential in every test daemon. init puts it in the
+// environment too, so daemons started as child processes (the test binary re-executed,
+// or bin/ebsd) get the same one, and their ops listeners take free ports.
+const (
+	testAccessKeyID     = "AKIAEBSDTESTDEFAULT1"
+	testSecretAccessKey = "ebsd/test/secret/key/of/the/default/acct"
+	testRegion          = "us-east-1"
+)
+
+func init() {
+	for k, v := range map[string]string{
+		"EBSD_ACCESS_KEY_ID":     testAccessKeyID,
+		"EBSD_SECRET_ACCESS_KEY": testSecretAccessKey,
+		"EBSD_METRICS_LISTEN":    "127.0.0.1:0",
+	} {
+		if os.Getenv(k) == "" {
+			_ = os.Setenv(k, v)
+		}
+	}
+}
 
 // testDaemon is a real daemon on a temp data dir and a loopback port.
 type testDaemon struct {
@@ -39,6 +64,15 @@ func newTestDaemon(t testing.TB, adjust ...func(*config)) *testDaemon {
 		logLevel:    slog.LevelWarn,
 		cacheMB:     64,
 		readAheadKB: 4096,
+		auth:        authSigV4,
+
+		accessKeyID:     testAccessKeyID,
+		secretAccessKey: testSecretAccessKey,
+		mountUID:        -1,
+		mountGID:        -1,
+		mountMode:       0o400,
+		rateBurst:       1,
+		maxConnections:  1024,
 	}
 	for _, f := range adjust {
 		f(&cfg)
@@ -87,7 +121,7 @@ func newEBSClient(endpoint, region string, attempts int) *ebs.Client {
 	return ebs.New(ebs.Options{
 		Region:           region,
 		BaseEndpoint:     aws.String(endpoint),
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", ""),
+		Credentials:      credentials.NewStaticCredentialsProvider(testAccessKeyID, testSecretAccessKey, ""),
 		RetryMaxAttempts: attempts,
 		HTTPClient:       &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 	})
@@ -195,8 +229,20 @@ type rawResponse struct {
 	body   []byte
 }
 
-// raw sends a request the SDK would refuse to send.
+// raw sends a request the SDK would refuse to send, signed with the test account's
+// credential (the signature covers the headers given, not the body: UNSIGNED-PAYLOAD).
 func (td *testDaemon) raw(method, path string, header map[string]string, body io.Reader, contentLength int64) rawResponse {
+	td.t.Helper()
+	return td.rawSigned(method, path, header, body, contentLength, true)
+}
+
+// rawUnsigned sends a request with no signature at all.
+func (td *testDaemon) rawUnsigned(method, path string, header map[string]string, body io.Reader, contentLength int64) rawResponse {
+	td.t.Helper()
+	return td.rawSigned(method, path, header, body, contentLength, false)
+}
+
+func (td *testDaemon) rawSigned(method, path string, header map[string]string, body io.Reader, contentLength int64, sign bool) rawResponse {
 	td.t.Helper()
 	req, err := http.NewRequest(method, td.url()+path, body)
 	if err != nil {
@@ -205,6 +251,9 @@ func (td *testDaemon) raw(method, path string, header map[string]string, body io
 	req.ContentLength = contentLength
 	for k, v := range header {
 		req.Header.Set(k, v)
+	}
+	if sign {
+		signWith(td.t, req, serviceOfPath(path), unsignedPayload, testAccessKeyID, testSecretAccessKey, time.Now())
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -243,3 +292,44 @@ func wantAWSError(t testing.TB, r rawResponse, status int, errType, reason strin
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+const unsignedPayload = "UNSIGNED-PAYLOAD"
+
+// serviceOfPath is the signing name of a path: "ec2" for the EC2 Query endpoint "/"
+// (with or without a query), "ebs" for everything else.
+func serviceOfPath(path string) string {
+	if path == "/" || strings.HasPrefix(path, "/?") {
+		return "ec2"
+	}
+	return "ebs"
+}
+
+// signHTTP signs req as an AWS SDK would, with the test account's credential for
+// service ("ebs" or "ec2"), region us-east-1. A body is read, hashed into the
+// signature and put back.
+func signHTTP(t testing.TB, req *http.Request, service string) {
+	t.Helper()
+	hash := sha256.Sum256(nil)
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := io.ReadAll(req.Body)
+		if err != nil {
+			t.Fatalf("reading body to sign: %v", err)
+		}
+		hash = sha256.Sum256(b)
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.ContentLength = int64(len(b))
+	}
+	signWith(t, req, service, hex.EncodeToString(hash[:]), testAccessKeyID, testSecretAccessKey, time.Now())
+}
+
+// signWith signs req with any credential, payload hash and time: the auth tests use
+// it to make every kind of wrong request.
+func signWith(t testing.TB, req *http.Request, service, payloadHash, akid, secret string, at time.Time) {
+	t.Helper()
+	req.Header.Set("X-Amz-Content-Sha256", payloadHash)
+	err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret},
+		req, payloadHash, service, testRegion, at)
+	if err != nil {
+		t.Fatalf("signing: %v", err)
+	}
+}

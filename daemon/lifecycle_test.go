@@ -28,7 +28,7 @@ func newEC2Client(endpoint string) *ec2.Client {
 	return ec2.New(ec2.Options{
 		Region:           "us-east-1",
 		BaseEndpoint:     aws.String(endpoint),
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", ""),
+		Credentials:      credentials.NewStaticCredentialsProvider(testAccessKeyID, testSecretAccessKey, ""),
 		RetryMaxAttempts: 1,
 	})
 }
