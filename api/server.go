@@ -119,9 +119,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &requestInfo{id: newRequestID()}
 	w.Header().Set("x-amzn-RequestId", ri.id)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	// A copy carries the counting body: the server's own request must keep its body,
+	// which it inspects after the handler (to discard or close an unread one).
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	body := &countingReader{r: r.Body}
 	r.Body = body
-	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	if r, ok := s.admit(sw, r); ok {
 		s.mux.ServeHTTP(sw, r)
 	}

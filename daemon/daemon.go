@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 // daemon is one running ebsd: the store, the HTTP server and (later) the FUSE mount.
 type daemon struct {
 	log   *slog.Logger
+	ids   *identity
+	cert  *certificate // nil without --tls-cert
 	store *cas.Store
 	cache *cas.BlockCache
 	mount *fusefs.Mount // nil without --mount
@@ -30,6 +34,19 @@ const shutdownGrace = 30 * time.Second
 
 // start opens the store and begins serving. The caller owns the daemon and must stop it.
 func start(cfg config, log *slog.Logger) (*daemon, error) {
+	ids, err := newIdentity(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.auth == authNone {
+		log.Warn("--auth none: requests are not authenticated; anyone who can reach " + cfg.listen + " acts as account " + cfg.accountID)
+	}
+	var cert *certificate
+	if cfg.tlsCert != "" {
+		if cert, err = loadCertificate(cfg.tlsCert, cfg.tlsKey); err != nil {
+			return nil, err
+		}
+	}
 	store, err := cas.Open(cas.Options{
 		Dir:                cfg.dataDir,
 		Clock:              cfg.clock,
@@ -48,6 +65,13 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
+	addr := ln.Addr().String()
+	if cfg.maxConnections > 0 {
+		ln = newLimitListener(ln, cfg.maxConnections)
+	}
+	if cert != nil {
+		ln = tls.NewListener(ln, cert.tlsConfig())
+	}
 	tokenKey, err := store.Secret("api-tokens")
 	if err != nil {
 		_ = ln.Close()
@@ -55,12 +79,18 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		return nil, err
 	}
 	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*4)
+	var limit api.RateLimiter
+	if cfg.rateLimit > 0 {
+		limit = api.NewAccountLimiter(cfg.rateLimit, cfg.rateBurst, nil)
+	}
 	handler := api.New(store, api.Config{
-		Auth:   api.Unsigned{AccountID: cfg.accountID, Region: cfg.region}, // TODO(auth): SigV4
+		Auth: ids.authenticator(), AllowedHosts: ids.allowedHosts(addr), Limit: limit,
 		Logger: log, Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
 	})
 	d := &daemon{
 		log:   log,
+		ids:   ids,
+		cert:  cert,
 		store: store,
 		cache: cache,
 		ln:    ln,
@@ -89,18 +119,51 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		store.OnDelete(d.mount.Forget)
 	}
 	go func() { d.done <- d.srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "data_dir", cfg.dataDir, "region", cfg.region, "account_id", cfg.accountID)
+	scheme := "http"
+	if cert != nil {
+		scheme = "https"
+	}
+	log.Info("listening", "addr", addr, "scheme", scheme, "data_dir", cfg.dataDir, "region", cfg.region, "account_id", cfg.accountID, "auth", cfg.auth)
+	if cfg.addrFile != "" {
+		if err := writeAddrFile(cfg.addrFile, addr); err != nil {
+			return nil, errors.Join(fmt.Errorf("--addr-file: %w", err), d.stop())
+		}
+	}
 	return d, nil
+}
+
+// reload re-reads what SIGHUP promises to: the credentials file and the TLS
+// certificate. What fails to load is logged and the old one stays in force.
+func (d *daemon) reload() {
+	if err := d.ids.reload(); err != nil {
+		d.log.Error("reload: credentials kept as they were", "err", err)
+	} else {
+		d.log.Info("reload: credentials loaded")
+	}
+	if d.cert != nil {
+		if err := d.cert.reload(); err != nil {
+			d.log.Error("reload: TLS certificate kept as it was", "err", err)
+		} else {
+			d.log.Info("reload: TLS certificate loaded")
+		}
+	}
 }
 
 func (d *daemon) addr() string { return d.ln.Addr().String() }
 
 // run serves until ctx is cancelled (SIGINT/SIGTERM) or the server fails, then stops.
-func (d *daemon) run(ctx context.Context) error {
+// Each value on hup reloads credentials and certificate.
+func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) error {
 	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-d.done:
+	for serving := true; serving; {
+		select {
+		case <-ctx.Done():
+			serving = false
+		case serveErr = <-d.done:
+			serving = false
+		case <-hup:
+			d.reload()
+		}
 	}
 	return errors.Join(serveErr, d.stop())
 }

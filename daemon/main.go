@@ -35,7 +35,10 @@ func runMain(args []string, getenv func(string) string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	if err := d.run(ctx); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := d.run(ctx, hup); err != nil {
 		log.Error("stopped with error", "err", err)
 		return 1
 	}

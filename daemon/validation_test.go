@@ -185,9 +185,14 @@ func TestPutSnapshotBlockValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		req := "PUT " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n"
+		signed, _ := http.NewRequest("PUT", td.url()+path, nil)
 		for k, v := range headers {
-			req += k + ": " + v + "\r\n"
+			signed.Header.Set(k, v)
+		}
+		signWith(t, signed, "ebs", unsignedPayload, testAccessKeyID, testSecretAccessKey, time.Now())
+		req := "PUT " + path + " HTTP/1.1\r\nHost: " + td.d.addr() + "\r\nContent-Length: 67108864\r\n"
+		for k := range signed.Header {
+			req += k + ": " + signed.Header.Get(k) + "\r\n"
 		}
 		if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
 			t.Fatal(err)
