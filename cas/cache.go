@@ -118,6 +118,7 @@ func (c *BlockCache) startLocked(d Digest) *flight {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		c.store.opts.Hooks.blockLoad(d)
 		data, err := c.store.ReadBlock(make([]byte, 0, BlockSize), d)
 		c.mu.Lock()
 		delete(c.flights, d)

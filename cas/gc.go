@@ -47,6 +47,7 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	s.gcStage(GCReleased, rep.SnapshotMapsReleased)
 	if !dryRun {
 		s.startTracking()
 		defer s.stopTracking()
@@ -55,6 +56,7 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	s.gcStage(GCMarked, len(marked))
 	garbage, err := s.unreferencedBlocks(ctx, marked, &rep)
 	if err != nil {
 		return rep, err
@@ -63,6 +65,7 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 		if err := s.sweep(ctx, garbage, &rep); err != nil {
 			return rep, err
 		}
+		s.gcStage(GCSwept, int(rep.BlocksReclaimed))
 		s.stopTracking()
 		if err := s.reclaimValueLog(&rep); err != nil {
 			return rep, err
@@ -310,6 +313,7 @@ func (s *Store) sweep(ctx context.Context, garbage []garbageBlock, rep *GCReport
 			rep.BlocksReclaimed++
 			rep.BytesReclaimed += g.size
 		}
+		s.gcStage(GCSweeping, int(rep.BlocksReclaimed))
 	}
 	return s.sync()
 }
@@ -335,6 +339,7 @@ func (s *Store) reclaimValueLog(rep *GCReport) error {
 			return fmt.Errorf("cas: value log gc: %w", err)
 		}
 		rep.ValueLogFilesRewritten++
+		s.gcStage(GCValueLogRewritten, rep.ValueLogFilesRewritten)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +19,15 @@ const owner = "111122223333"
 
 func openTestStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(Options{Dir: t.TempDir(), ExpireInterval: -1})
+	return openTestStoreWith(t, Options{})
+}
+
+// openTestStoreWith opens a store on a temp dir with opts (Dir and ExpireInterval are
+// set here) and closes it when the test ends.
+func openTestStoreWith(t *testing.T, opts Options) *Store {
+	t.Helper()
+	opts.Dir, opts.ExpireInterval = t.TempDir(), -1
+	s, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,40 +87,122 @@ func TestCorruptBlockIsNeverServed(t *testing.T) {
 	}
 }
 
+// waitCtx is a reader's context that reports when the reader starts waiting on it:
+// BlockCache.Block looks at ctx.Done() only once it has joined (or started) the fetch
+// of its block, so the first Done call says "this reader now waits for the load".
+type waitCtx struct {
+	context.Context
+	once    sync.Once
+	waiting chan<- struct{}
+}
+
+func (c *waitCtx) Done() <-chan struct{} {
+	c.once.Do(func() { c.waiting <- struct{}{} })
+	return c.Context.Done()
+}
+
+// receive waits for ch, or fails the test after a deadline instead of hanging.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// Concurrent readers of one uncached block cause exactly one load from the store, and a
+// reader that gives up — even the one whose miss started the load — gets its context
+// error at once while the others still get the block from that same load.
 func TestCacheSingleFlightAndCancel(t *testing.T) {
-	s := openTestStore(t)
+	// Every load of a block from the store is counted and held until release closes,
+	// so the readers below provably overlap one load in progress.
+	var loads atomic.Int32
+	firstLoad, release := make(chan struct{}), make(chan struct{})
+	s := openTestStoreWith(t, Options{Hooks: Hooks{BlockLoad: func(Digest) {
+		if loads.Add(1) == 1 {
+			close(firstLoad)
+		}
+		<-release
+	}}})
 	data := make([]byte, BlockSize)
 	castest.CompressibleBlock(data, 2)
 	d := putOne(t, s, data)
 	cache := NewBlockCache(s, 4*BlockSize, 2)
-	defer cache.Close()
+	t.Cleanup(cache.Close)
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // runs before cache.Close: a failed test never leaves a load held
 
-	// A reader that gives up at once does not spoil the fetch for the others.
-	cancelled, cancel := context.WithCancel(context.Background())
+	type result struct {
+		data []byte
+		err  error
+	}
+	const readers = 32
+	waiting := make(chan struct{}, readers+1)
+
+	// The first reader misses, starts the load, and waits on a context it will cancel.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan result, 1)
+	go func() {
+		b, err := cache.Block(&waitCtx{Context: ctx, waiting: waiting}, d)
+		first <- result{b, err}
+	}()
+	receive(t, firstLoad, "the first reader's load to start")
+	receive(t, waiting, "the first reader to wait for its load")
+
+	// 32 more readers join while that load is held.
+	results := make(chan result, readers)
+	for range readers {
+		go func() {
+			b, err := cache.Block(&waitCtx{Context: context.Background(), waiting: waiting}, d)
+			results <- result{b, err}
+		}()
+	}
+	for i := range readers {
+		receive(t, waiting, fmt.Sprintf("reader %d of %d to wait for the load", i+1, readers))
+	}
+
+	// The reader that started the load gives up: it returns its context error while the
+	// load is still held, so it did not wait for the load.
 	cancel()
-	if _, err := cache.Block(cancelled, d); !errors.Is(err, context.Canceled) {
-		t.Logf("cancelled reader got %v (a cached hit is fine too)", err)
+	if r := receive(t, first, "the cancelled reader to return while the load is held"); !errors.Is(r.err, context.Canceled) || r.data != nil {
+		t.Fatalf("cancelled reader got %d bytes, %v; want context.Canceled", len(r.data), r.err)
 	}
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			got, err := cache.Block(context.Background(), d)
-			if err != nil || !bytes.Equal(got, data) {
-				t.Errorf("concurrent read: %v", err)
-			}
-		})
+	if n := loads.Load(); n != 1 {
+		t.Fatalf("%d readers waiting on one block started %d loads, want 1", readers+1, n)
 	}
-	wg.Wait()
-	if st := cache.Stats(); st.Blocks != 1 {
-		t.Fatalf("cache holds %d blocks, want 1", st.Blocks)
+	if len(results) != 0 {
+		t.Fatal("a reader returned before the only load of its block finished")
+	}
+
+	// Its giving up did not cancel the load: every other reader gets the block from it.
+	unblock()
+	for i := range readers {
+		r := receive(t, results, fmt.Sprintf("reader %d of %d to get the block", i+1, readers))
+		if r.err != nil || !bytes.Equal(r.data, data) {
+			t.Fatalf("reader waiting with the cancelled one: %v", r.err)
+		}
+	}
+	if n := loads.Load(); n != 1 {
+		t.Fatalf("%d loads of one block, want 1", n)
+	}
+	if st := cache.Stats(); st.Misses != readers+1 || st.Hits != 0 || st.Blocks != 1 {
+		t.Fatalf("cache after %d concurrent misses: %+v, want %d misses, 0 hits, 1 block", readers+1, st, readers+1)
+	}
+
+	// Afterwards the block is a hit, and the zero block never touches the store.
+	if b, err := cache.Block(context.Background(), d); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("cached read: %v", err)
 	}
 	if zero, err := cache.Block(context.Background(), ZeroDigest); err != nil || !bytes.Equal(zero, make([]byte, BlockSize)) {
-		t.Fatal("zero block")
+		t.Fatalf("zero block: %v", err)
 	}
-	cache.Prefetch(d)
-	deadline := time.Now().Add(5 * time.Second)
-	for cache.Stats().Misses > 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	if n, st := loads.Load(), cache.Stats(); n != 1 || st.Hits != 1 {
+		t.Fatalf("after a cached and a zero read: %d loads, %+v; want 1 load and 1 hit", n, st)
 	}
 }
 

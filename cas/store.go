@@ -40,6 +40,8 @@ type Options struct {
 	// space back a whole file at a time and never from the file being written, so
 	// smaller files return space sooner (default 256 MiB).
 	ValueLogFileSize int64
+	// Hooks are test seams (hooks.go); production leaves them zero.
+	Hooks Hooks
 }
 
 const (
