@@ -107,9 +107,11 @@ func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
 		})
 	})
 	if err != nil {
+		s.ctr.readFailures.Add(1)
 		return nil, fmt.Errorf("%w: block %s: %w", ErrCorruptBlock, d, err)
 	}
 	if len(out)-len(dst) != BlockSize || Sum(out[len(dst):]) != d {
+		s.ctr.readFailures.Add(1)
 		return nil, fmt.Errorf("%w: block %s does not hash to its key", ErrCorruptBlock, d)
 	}
 	return out, nil
@@ -122,6 +124,7 @@ func (s *Store) dropMap(ctx context.Context, id string) error {
 	defer s.writeGate.RUnlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	var entries, zeros int64 // for the counters
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: mapPrefix(id)})
 		defer it.Close()
@@ -132,6 +135,14 @@ func (s *Store) dropMap(ctx context.Context, id string) error {
 			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
 				return err
 			}
+			zero, err := zeroEntry(it.Item())
+			if err != nil {
+				return err
+			}
+			entries++
+			if zero {
+				zeros++
+			}
 		}
 		return nil
 	})
@@ -141,6 +152,7 @@ func (s *Store) dropMap(ctx context.Context, id string) error {
 	if err := wb.Flush(); err != nil {
 		return err
 	}
+	s.ctr.unmapped(entries, zeros)
 	return s.sync()
 }
 

@@ -30,7 +30,7 @@ type BlockCache struct {
 	prefetchSlots chan struct{} // bounds background fetches
 	wg            sync.WaitGroup
 
-	hits, misses atomic.Int64
+	hits, misses, evictions atomic.Int64
 }
 
 type cached struct {
@@ -140,6 +140,7 @@ func (c *BlockCache) insertLocked(d Digest, data []byte) {
 	for c.lru.Len() > c.capacity {
 		old := c.lru.Remove(c.lru.Back()).(*cached)
 		delete(c.entries, old.d)
+		c.evictions.Add(1)
 	}
 }
 
@@ -151,17 +152,19 @@ func (c *BlockCache) Drop() {
 	c.lru.Init()
 }
 
-// CacheStats count cache hits and misses since start.
+// CacheStats count cache hits, misses and evictions (blocks pushed out to make room)
+// since start; Blocks are held now, of at most Capacity.
 type CacheStats struct {
-	Hits, Misses int64
-	Blocks       int
+	Hits, Misses, Evictions int64
+	Blocks, Capacity        int
 }
 
 // Stats returns the cache's counters.
 func (c *BlockCache) Stats() CacheStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Blocks: c.lru.Len()}
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load(),
+		Blocks: c.lru.Len(), Capacity: c.capacity}
 }
 
 // Close waits for fetches in flight. The cache must not be used afterwards.

@@ -95,6 +95,7 @@ func (s *Store) loadCatalog() error {
 			e.deleted.Store(!e.rec.DeletedAt.IsZero())
 			e.lastActive.Store(now)
 			s.snaps[e.rec.ID] = e
+			s.ctr.noteState(nil, &e.rec)
 		}
 		return nil
 	})
@@ -236,6 +237,7 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 	s.snapsMu.Lock()
 	s.snaps[rec.ID] = e
 	s.snapsMu.Unlock()
+	s.ctr.noteState(nil, &rec)
 	return rec.clone(), nil
 }
 
@@ -318,6 +320,7 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 	if err := s.writeRecord(rec); err != nil {
 		return "", err
 	}
+	s.ctr.noteState(&e.rec, &rec)
 	e.rec = rec
 	return rec.Status, nil
 }
@@ -471,6 +474,7 @@ func (s *Store) expire(ctx context.Context, e *entry) error {
 	if err := s.writeRecord(rec); err != nil {
 		return err
 	}
+	s.ctr.noteState(&e.rec, &rec)
 	e.rec = rec
 	s.log.Info("snapshot timed out", "snapshot", rec.ID, "timeout_minutes", rec.TimeoutMinutes)
 	if err := s.dropMap(ctx, rec.ID); err != nil {

@@ -38,11 +38,12 @@ const TokenRetention = 24 * time.Hour
 // or open reader can need (DESIGN.md rule 10): block maps of deleted snapshots without
 // live descendants, then blocks no block map references, then Badger value-log files
 // left mostly empty. A dry run only counts.
-func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
+func (s *Store) GC(ctx context.Context, dryRun bool) (rep GCReport, err error) {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	start := time.Now()
-	rep := GCReport{DryRun: dryRun, DiskBytesBefore: dirBytes(s.opts.Dir)}
+	defer func() { s.recordGC(start, rep, err) }() // the history and metrics see every run
+	rep = GCReport{DryRun: dryRun, DiskBytesBefore: dirBytes(s.opts.Dir)}
 	released, err := s.releaseDeleted(ctx, dryRun, &rep)
 	if err != nil {
 		return rep, err
@@ -164,6 +165,7 @@ func (s *Store) dropRecord(snap Snapshot) error {
 	s.snapsMu.Lock()
 	delete(s.snaps, snap.ID)
 	s.snapsMu.Unlock()
+	s.ctr.noteState(&snap, nil)
 	return nil
 }
 
@@ -309,6 +311,7 @@ func (s *Store) sweep(ctx context.Context, garbage []garbageBlock, rep *GCReport
 		if err != nil {
 			return fmt.Errorf("cas: sweep: %w", err)
 		}
+		s.ctr.blocksRemoved(doomed)
 		for _, g := range doomed {
 			rep.BlocksReclaimed++
 			rep.BytesReclaimed += g.size

@@ -54,8 +54,12 @@ func (s *Store) groupCommitLoop() {
 }
 
 func (s *Store) commitGroup(group []*writeOp) error {
-	return s.update(func(txn *badger.Txn) error {
+	var tally putTally
+	err := s.update(func(txn *badger.Txn) error {
 		for _, op := range group {
+			if err := tally.note(txn, op); err != nil {
+				return err
+			}
 			if op.blockKey != nil {
 				if err := txn.SetEntry(badger.NewEntry(op.blockKey, op.value).WithMeta(byte(op.tag))); err != nil {
 					return err
@@ -67,6 +71,11 @@ func (s *Store) commitGroup(group []*writeOp) error {
 		}
 		return nil
 	})
+	s.ctr.noteGroup(len(group), err)
+	if err == nil {
+		s.applyPuts(&tally)
+	}
+	return err
 }
 
 // submit hands op to the group committer and waits for its commit.

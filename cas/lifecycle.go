@@ -43,6 +43,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, owner, id string) error {
 		e.mu.Unlock()
 		return err
 	}
+	s.ctr.noteState(&e.rec, &rec)
 	e.rec = rec
 	e.deleted.Store(true)
 	e.mu.Unlock()

@@ -79,6 +79,7 @@ type Store struct {
 	onDelete  []func(id string)
 
 	startMu sync.Mutex // serialises StartSnapshot: token check, limits, creation
+	ctr     counters   // running totals for metrics (counters.go)
 	snapsMu sync.RWMutex
 	snaps   map[string]*entry
 
@@ -147,6 +148,10 @@ func Open(opts Options) (*Store, error) {
 		s.closeResources()
 		return nil, err
 	}
+	// Nothing has written yet: a transaction begun now is the exact cut between what
+	// the background count at open sees and what the counters' deltas see.
+	s.wg.Add(1)
+	go s.countAtOpen(db.NewTransaction(false))
 	s.wg.Add(1)
 	go s.groupCommitLoop()
 	if opts.ExpireInterval > 0 {

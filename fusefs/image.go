@@ -2,7 +2,7 @@ package fusefs
 
 import (
 	"context"
-	"sort"
+	"math"
 	"sync"
 	"syscall"
 
@@ -10,12 +10,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/ebsd/ebsd/cas"
-)
-
-// SEEK_DATA and SEEK_HOLE, as lseek(2) numbers them.
-const (
-	seekData = 3
-	seekHole = 4
 )
 
 // imageFile is a completed snapshot as a disk image: VolumeSize GiB, read-only.
@@ -73,13 +67,9 @@ type imageHandle struct {
 	file *imageFile
 	view *cas.View
 
-	mu        sync.Mutex
-	winStart  int64      // first index the window covers
-	winEnd    int64      // one past the last
-	slots     []cas.Slot // slots in [winStart, winEnd), ascending
-	nextOff   int64      // where a sequential reader reads next
-	ahead     int        // prefetch depth in blocks, doubled while reads stay sequential
-	prefetchd int64      // prefetch issued up to (excluding) this index
+	mu     sync.Mutex
+	window slotWindow
+	ahead  readAhead
 }
 
 var (
@@ -93,32 +83,6 @@ func (h *imageHandle) Release(context.Context) syscall.Errno {
 	return 0
 }
 
-// windowBlocks is how many block indices one block-map resolution covers (512 MiB).
-const windowBlocks = 1024
-
-// slotsFor returns the resolved slots covering [first, last] (indices), resolving a
-// new window when needed. h.mu is held.
-func (h *imageHandle) slotsFor(ctx context.Context, first, last int64) ([]cas.Slot, error) {
-	if first < h.winStart || last >= h.winEnd {
-		start, end := first, max(last+1, first+windowBlocks)
-		var slots []cas.Slot
-		err := h.view.From(ctx, start, func(s cas.Slot) bool {
-			if s.Index >= end {
-				return false
-			}
-			slots = append(slots, s)
-			return true
-		})
-		if err != nil {
-			return nil, err
-		}
-		h.winStart, h.winEnd, h.slots = start, end, slots
-	}
-	lo := sort.Search(len(h.slots), func(i int) bool { return h.slots[i].Index >= first })
-	hi := sort.Search(len(h.slots), func(i int) bool { return h.slots[i].Index > last })
-	return h.slots[lo:hi], nil
-}
-
 func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	size := h.file.size()
 	if off >= size || len(dest) == 0 {
@@ -128,12 +92,12 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	first, last := off/cas.BlockSize, (end-1)/cas.BlockSize
 
 	h.mu.Lock()
-	h.trackSequential(off, end)
-	slots, err := h.slotsFor(ctx, first, last+int64(h.ahead))
+	h.ahead.observe(off, end)
+	slots, err := h.window.between(ctx, h.view.From, first, last+h.ahead.depth())
 	var prefetch []cas.Slot
 	if err == nil {
-		prefetch = h.planPrefetch(last, slots)
-		slots = slots[:sort.Search(len(slots), func(i int) bool { return slots[i].Index > last })]
+		prefetch = h.ahead.plan(last, slots)
+		slots = upTo(slots, last)
 	}
 	h.mu.Unlock()
 	if err != nil {
@@ -144,7 +108,7 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		if !h.file.exp.blocks.Prefetch(s.Digest) {
 			// Every prefetch slot is busy: ask again on the next read.
 			h.mu.Lock()
-			h.prefetchd = min(h.prefetchd, s.Index)
+			h.ahead.refused(s.Index)
 			h.mu.Unlock()
 			break
 		}
@@ -176,81 +140,22 @@ func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	return fuse.ReadResultData(out), 0
 }
 
-// maxAhead bounds sequential prefetch (32 blocks = 16 MiB).
-const maxAhead = 32
-
-// trackSequential doubles the prefetch depth while reads stay sequential and drops it
-// on a random read. h.mu is held.
-func (h *imageHandle) trackSequential(off, end int64) {
-	// The kernel issues readahead asynchronously, so "sequential" allows some
-	// reordering around the expected offset.
-	const slack = 4 * cas.BlockSize
-	if h.nextOff > 0 && off >= h.nextOff-slack && off <= h.nextOff+slack {
-		h.ahead = min(max(2*h.ahead, 2), maxAhead)
-	} else {
-		h.ahead = 0
-		h.prefetchd = 0
-	}
-	h.nextOff = max(h.nextOff, end)
-}
-
-// planPrefetch returns the blocks to fetch ahead of a read ending in block last that
-// were not asked for before. h.mu is held; slots covers [.., last+h.ahead].
-func (h *imageHandle) planPrefetch(last int64, slots []cas.Slot) []cas.Slot {
-	if h.ahead == 0 {
-		return nil
-	}
-	from, to := max(last+1, h.prefetchd), last+int64(h.ahead)
-	var out []cas.Slot
-	for _, s := range slots {
-		if s.Index >= from && s.Index <= to && s.Digest != cas.ZeroDigest {
-			out = append(out, s)
-		}
-	}
-	h.prefetchd = max(h.prefetchd, to+1)
-	return out
-}
-
 // Lseek answers SEEK_DATA and SEEK_HOLE from the block map: blocks never written and
 // blocks written as zeros are holes.
 func (h *imageHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	size := uint64(h.file.size())
-	if whence != seekData && whence != seekHole {
-		return 0, syscall.EINVAL
-	}
-	if off >= size {
+	if off > math.MaxInt64 {
 		return 0, syscall.ENXIO
 	}
-	start := int64(off / cas.BlockSize)
-	result := int64(-1)
-	expect := start // the next index that would continue a run of data from start
-	err := h.view.From(ctx, start, func(s cas.Slot) bool {
-		hasData := s.Digest != cas.ZeroDigest
-		if whence == seekData {
-			if hasData {
-				result = s.Index
-				return false
-			}
-			return true
-		}
-		if s.Index > expect || !hasData {
-			result = expect // a gap before this slot, or this slot holds zeros
-			return false
-		}
-		expect = s.Index + 1
-		return true
-	})
+	pos, err := seek(ctx, h.view.From, h.file.size(), int64(off), whence)
+	if errno, ok := err.(syscall.Errno); ok { // seek's own answer, never a store error
+		return 0, errno
+	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0, syscall.EINTR
+		}
+		h.file.exp.log.Error("seeking", "snapshot", h.file.snap.ID, "offset", off, "whence", whence, "err", err)
 		return 0, syscall.EIO
 	}
-	if whence == seekData {
-		if result < 0 {
-			return 0, syscall.ENXIO
-		}
-		return max(off, uint64(result)*cas.BlockSize), 0
-	}
-	if result < 0 {
-		result = expect
-	}
-	return min(size, max(off, uint64(result)*cas.BlockSize)), 0
+	return uint64(pos), 0
 }
