@@ -207,9 +207,22 @@ func badgerOptions(opts Options) badger.Options {
 		WithIndexCacheSize(32 << 20)
 }
 
-// Close stops background work and closes the DB, flushing everything to disk.
+// Close stops background work and closes the DB, flushing everything to disk. Calls
+// after the first return ErrClosed (a deferred Close after an explicit one is common)
+// instead of closing the stop channel twice.
 func (s *Store) Close() error {
+	// startMu is held only for the check-and-close of stop, so two concurrent Closes
+	// cannot both get past the check; no new field is needed because startMu is never
+	// held by anything Close waits for below.
+	s.startMu.Lock()
+	select {
+	case <-s.stop:
+		s.startMu.Unlock()
+		return ErrClosed
+	default:
+	}
 	close(s.stop)
+	s.startMu.Unlock()
 	s.wg.Wait()
 	return s.closeResources()
 }
