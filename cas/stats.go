@@ -2,6 +2,7 @@ package cas
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"syscall"
@@ -21,6 +22,9 @@ type Stats struct {
 	// snapshot); ZeroBlocks those of them that are all zeros.
 	MappedBlocks int64 `json:"mappedBlocks"`
 	ZeroBlocks   int64 `json:"zeroBlocks"`
+	// CorruptRecords are block-map entries whose value is not a digest (it has the
+	// wrong length); each is logged. They count in MappedBlocks.
+	CorruptRecords int64 `json:"corruptRecords,omitempty"`
 	// LSMBytes and VlogBytes are Badger's own file sizes.
 	LSMBytes  int64 `json:"lsmBytes"`
 	VlogBytes int64 `json:"vlogBytes"`
@@ -46,7 +50,16 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 				return err
 			}
 			st.MappedBlocks++
-			if err := it.Item().Value(func(v []byte) error {
+			item := it.Item()
+			if err := item.Value(func(v []byte) error {
+				// Converting a short slice to a Digest panics: a damaged entry must
+				// not take the daemon down with it.
+				if len(v) != len(Digest{}) {
+					st.CorruptRecords++
+					s.log.Error("corrupt block-map entry: value is not a digest",
+						"key", fmt.Sprintf("%q", item.Key()), "value_bytes", len(v))
+					return nil
+				}
 				if Digest(v) == ZeroDigest {
 					st.ZeroBlocks++
 				}
