@@ -3,7 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
-	"strconv"
+	"net/url"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -33,20 +33,50 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// collectGarbage serves POST /ebsd/v1/gc[?dryRun=true]: a garbage collection now, and
-// its report.
+// collectGarbage serves POST /ebsd/v1/gc[?dryRun=true|false]: a garbage collection
+// now, and its report.
 func (s *Server) collectGarbage(w http.ResponseWriter, r *http.Request) {
 	admin, ok := s.store.(Admin)
 	if !ok {
 		writeError(w, &Error{Status: http.StatusNotImplemented, Type: "UnknownOperationException", Message: "this store cannot collect garbage"})
 		return
 	}
-	rep, err := admin.GC(r.Context(), r.URL.Query().Get("dryRun") == "true")
+	dryRun, apiErr := gcDryRun(r.URL.RawQuery)
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
+	}
+	rep, err := admin.GC(r.Context(), dryRun)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// gcDryRun reads the query of a gc request. A collection deletes data, so whatever
+// might have been meant as a dry run ("dryRun=1", "dryRun=TRUE", "dryRun", "dry-run=true")
+// is refused, never run for real: the only parameter is dryRun, once, and its only
+// values are "true" and "false", case-sensitively (see parseBool).
+func gcDryRun(rawQuery string) (bool, *Error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return false, invalidParameter("the query string is malformed: %v", err)
+	}
+	for name := range q {
+		if name != "dryRun" {
+			return false, invalidParameter("unknown query parameter %q: the only one is dryRun=true|false", name)
+		}
+	}
+	v, given := q["dryRun"]
+	if !given {
+		return false, nil
+	}
+	dryRun, ok := parseBool(v[0])
+	if !ok || len(v) != 1 {
+		return false, invalidParameter("dryRun must be given once, as true or false (got %q)", v)
+	}
+	return dryRun, nil
 }
 
 type digestJSON struct {
@@ -64,17 +94,16 @@ func (s *Server) digests(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.snapshotForRead(w, r, id); !ok {
 		return
 	}
-	q := r.URL.Query()
-	start, _ := strconv.ParseInt(q.Get("startingBlockIndex"), 10, 64)
-	limit, err := strconv.Atoi(q.Get("maxResults"))
-	if err != nil || limit <= 0 || limit > 100000 {
-		limit = 100000
+	start, limit, apiErr := digestsPage(r.URL.Query())
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
 	}
 	out := struct {
 		Blocks    []digestJSON `json:"Blocks"`
 		NextIndex int64        `json:"NextIndex"`
 	}{Blocks: []digestJSON{}, NextIndex: -1}
-	err = s.store.ViewFrom(r.Context(), s.owner(r), id, max(start, 0), func(sl cas.Slot) bool {
+	err := s.store.ViewFrom(r.Context(), s.owner(r), id, start, func(sl cas.Slot) bool {
 		if len(out.Blocks) == limit {
 			out.NextIndex = sl.Index
 			return false
@@ -87,4 +116,28 @@ func (s *Server) digests(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+const maxDigests = 100000
+
+// digestsPage reads startingBlockIndex (default 0) and maxResults (1 to maxDigests,
+// default maxDigests) of a digests request. A value that is not a decimal number in
+// range is refused rather than clamped: a client that asked for index -1 or 0 results
+// has a bug it should hear about.
+func digestsPage(q url.Values) (start int64, limit int, apiErr *Error) {
+	limit = maxDigests
+	if v, given := q["startingBlockIndex"]; given {
+		var ok bool
+		if start, ok = parseDecimal(v[0]); !ok || len(v) != 1 {
+			return 0, 0, invalidParameter("startingBlockIndex %q is not a non-negative decimal integer", v[0])
+		}
+	}
+	if v, given := q["maxResults"]; given {
+		n, ok := parseDecimal(v[0])
+		if !ok || len(v) != 1 || n < 1 || n > maxDigests {
+			return 0, 0, invalidParameter("maxResults %q is not a number from 1 to %d", v[0], maxDigests)
+		}
+		limit = int(n)
+	}
+	return start, limit, nil
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -19,8 +18,8 @@ func (s *Server) completeSnapshot(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalidParameter("x-amz-ChangedBlocksCount is required"))
 		return
 	}
-	count, err := strconv.ParseInt(countText, 10, 64)
-	if err != nil || count < 0 {
+	count, ok := parseDecimal(countText)
+	if !ok {
 		writeError(w, invalidParameter("x-amz-ChangedBlocksCount %q is not a non-negative integer", countText))
 		return
 	}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -10,9 +9,9 @@ import (
 func (s *Server) getSnapshotBlock(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	info(r).snapshot = id
-	index, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
-	if err != nil || index < 0 {
-		writeError(w, invalid(reasonInvalidBlock, "block index %q is not a non-negative integer", r.PathValue("index")))
+	index, apiErr := blockIndex(r)
+	if apiErr != nil {
+		writeError(w, apiErr)
 		return
 	}
 	if _, ok := s.snapshotForRead(w, r, id); !ok {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -52,16 +51,16 @@ func (s *Server) readPage(r *http.Request, op, snap, first string) (page, *Error
 	q := r.URL.Query()
 	p := page{max: defaultMaxResults}
 	if v := q.Get("maxResults"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n > maxMaxResults || n < 0 {
+		n, ok := parseDecimal(v)
+		if !ok || n > maxMaxResults {
 			return p, invalidParameter("maxResults %q is not a number from %d to %d", v, minMaxResults, maxMaxResults)
 		}
-		p.max = max(n, minMaxResults) // as the AWS FAQ describes: smaller values are raised
+		p.max = max(int(n), minMaxResults) // as the AWS FAQ describes: smaller values are raised
 	}
 	if v := q.Get("startingBlockIndex"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return p, invalidParameter("startingBlockIndex %q is not a non-negative integer", v)
+		n, ok := parseDecimal(v)
+		if !ok {
+			return p, invalidParameter("startingBlockIndex %q is not a non-negative decimal integer", v)
 		}
 		p.start = n
 	}

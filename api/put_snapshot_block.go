@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -21,9 +20,9 @@ func (s *Server) putSnapshotBlock(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid(reasonInvalidSnapshotID, "%q is not a snapshot id (snap-<hex>)", id))
 		return
 	}
-	index, err := strconv.ParseInt(r.PathValue("index"), 10, 64)
-	if err != nil || index < 0 {
-		writeError(w, invalid(reasonInvalidBlock, "block index %q is not a non-negative integer", r.PathValue("index")))
+	index, apiErr := blockIndex(r)
+	if apiErr != nil {
+		writeError(w, apiErr)
 		return
 	}
 	claimed, apiErr := blockHeaders(r)
@@ -51,6 +50,17 @@ func (s *Server) putSnapshotBlock(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, struct{}{})
 }
 
+// blockIndex reads the {index} path parameter: decimal digits (see parseDecimal), so
+// "+5" or "05" is not block 5.
+func blockIndex(r *http.Request) (int64, *Error) {
+	text := r.PathValue("index")
+	index, ok := parseDecimal(text)
+	if !ok {
+		return 0, invalid(reasonInvalidBlock, "block index %q is not a non-negative decimal integer", text)
+	}
+	return index, nil
+}
+
 // blockHeaders validates the PutSnapshotBlock headers and returns the claimed checksum.
 func blockHeaders(r *http.Request) (cas.Digest, *Error) {
 	var d cas.Digest
@@ -73,7 +83,7 @@ func blockHeaders(r *http.Request) (cas.Digest, *Error) {
 		return d, invalidParameter("x-amz-Checksum-Algorithm %q is not supported, use SHA256", alg)
 	}
 	if p := r.Header.Get("x-amz-Progress"); p != "" {
-		if v, err := strconv.Atoi(p); err != nil || v < 0 || v > 100 {
+		if v, ok := parseDecimal(p); !ok || v > 100 {
 			return d, invalidParameter("x-amz-Progress %q is not an integer from 0 to 100", p)
 		}
 	}

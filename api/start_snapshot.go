@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -39,6 +40,10 @@ func (s *Server) startSnapshot(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxStartBody))
 	if err != nil {
 		writeError(w, invalidParameter("reading request body: %v", err))
+		return
+	}
+	if why := jsonUnicodeProblem(body); why != "" {
+		writeError(w, invalidParameter("%s", why))
 		return
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -76,8 +81,8 @@ func (req *startSnapshotRequest) params(owner, region string) (cas.StartParams, 
 		p.ParentID = *req.ParentSnapshotID
 	}
 	if req.Description != nil {
-		if n := len(*req.Description); n > maxDescription {
-			return p, invalidParameter("Description is %d characters, at most %d are allowed", n, maxDescription)
+		if d := *req.Description; tooLong(d, maxDescription) {
+			return p, invalidParameter("Description is %d characters, at most %d are allowed", utf8.RuneCountInString(d), maxDescription)
 		}
 		p.Description = *req.Description
 	}
@@ -124,9 +129,9 @@ func validTags(in []tagJSON) ([]cas.Tag, *Error) {
 			value = *t.Value
 		}
 		switch {
-		case len(key) > maxTagKey:
+		case tooLong(key, maxTagKey):
 			return nil, invalid(reasonInvalidTag, "tag key %q is longer than %d characters", key, maxTagKey)
-		case len(value) > maxTagValue:
+		case tooLong(value, maxTagValue):
 			return nil, invalid(reasonInvalidTag, "value of tag %q is longer than %d characters", key, maxTagValue)
 		case strings.HasPrefix(strings.ToLower(key), "aws:"):
 			return nil, invalid(reasonInvalidTag, "tag key %q uses the reserved prefix aws:", key)
