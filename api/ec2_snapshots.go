@@ -72,8 +72,8 @@ const (
 // snapshotFilter is one Filter.N: a name and values, any of which may match (with *
 // and ? wildcards, as EC2 filters have).
 type snapshotFilter struct {
-	name   string
-	values []string
+	name     string
+	patterns []wildcard // compiled once per request, matched against every snapshot
 }
 
 var filterNames = []string{"snapshot-id", "status", "volume-size", "tag-key", "description", "owner-id", "volume-id", "storage-tier", "encrypted"}
@@ -115,8 +115,8 @@ func (f snapshotFilter) field(s cas.Snapshot) []string {
 
 func (f snapshotFilter) matches(s cas.Snapshot) bool {
 	for _, have := range f.field(s) {
-		for _, want := range f.values {
-			if wildcardMatch(want, have) {
+		for _, want := range f.patterns {
+			if want.match(have) {
 				return true
 			}
 		}
@@ -124,53 +124,52 @@ func (f snapshotFilter) matches(s cas.Snapshot) bool {
 	return false
 }
 
-// wildcardMatch matches s against pattern, where * is any run and ? any one character.
-func wildcardMatch(pattern, s string) bool {
-	if pattern == "" {
-		return s == ""
-	}
-	switch pattern[0] {
-	case '*':
-		for i := 0; i <= len(s); i++ {
-			if wildcardMatch(pattern[1:], s[i:]) {
-				return true
-			}
-		}
-		return false
-	case '?':
-		return s != "" && wildcardMatch(pattern[1:], s[1:])
-	case '\\':
-		if len(pattern) > 1 {
-			return s != "" && s[0] == pattern[1] && wildcardMatch(pattern[2:], s[1:])
-		}
-	}
-	return s != "" && s[0] == pattern[0] && wildcardMatch(pattern[1:], s[1:])
-}
-
-func (s *Server) describeSnapshots(r *http.Request, form url.Values) (any, *ec2Error) {
+func (s *Server) describeSnapshots(r *http.Request, form url.Values, dryRun bool) (any, *ec2Error) {
 	owner := s.owner(r)
 	var filters []snapshotFilter
-	for _, prefix := range formStructs(form, "Filter") {
-		f := snapshotFilter{name: form.Get(prefix + ".Name"), values: formList(form, prefix+".Value")}
+	prefixes, e := formStructs(form, "Filter")
+	if e != nil {
+		return nil, e
+	}
+	for _, prefix := range prefixes {
+		values, e := formList(form, prefix+".Value")
+		if e != nil {
+			return nil, e
+		}
+		f := snapshotFilter{name: form.Get(prefix + ".Name")}
 		if !slices.Contains(filterNames, f.name) && !strings.HasPrefix(f.name, "tag:") {
 			return nil, ec2Err(400, "InvalidParameterValue", "The filter '%s' is invalid (ebsd supports %s and tag:KEY)", f.name, strings.Join(filterNames, ", "))
 		}
+		for _, v := range values {
+			f.patterns = append(f.patterns, compileWildcard(v))
+		}
 		filters = append(filters, f)
 	}
-	owners := append(formList(form, "Owner"), formList(form, "OwnerId")...)
-	ids := formList(form, "SnapshotId")
+	owners, e := formList(form, "Owner")
+	if e != nil {
+		return nil, e
+	}
+	ownerIDs, e := formList(form, "OwnerId")
+	if e != nil {
+		return nil, e
+	}
+	owners = append(owners, ownerIDs...)
+	ids, e := formList(form, "SnapshotId")
+	if e != nil {
+		return nil, e
+	}
 	for _, id := range ids {
 		if !cas.ValidSnapshotID(id) {
 			return nil, ec2Err(400, "InvalidSnapshotID.Malformed", "Invalid id: \"%s\" (expecting \"snap-...\")", id)
 		}
 	}
 	maxResults := 0
-	if v := form.Get("MaxResults"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < minDescribeResults || n > maxDescribeResults {
-			return nil, ec2Err(400, "InvalidParameterValue", "Value (%s) for parameter maxResults is invalid. Expecting a value between %d and %d.", v, minDescribeResults, maxDescribeResults)
+	if v, given := form["MaxResults"]; given {
+		n, ok := parseDecimal(v[0])
+		if !ok || len(v) != 1 || n < minDescribeResults || n > maxDescribeResults {
+			return nil, ec2Err(400, "InvalidParameterValue", "Value (%s) for parameter maxResults is invalid. Expecting a value between %d and %d.", v[0], minDescribeResults, maxDescribeResults)
 		}
-		maxResults = n
+		maxResults = int(n)
 	}
 	after := ""
 	if tok := form.Get("NextToken"); tok != "" {
@@ -178,6 +177,9 @@ func (s *Server) describeSnapshots(r *http.Request, form url.Values) (any, *ec2E
 		if after, err = s.tokens.openDescribeToken(tok, owner); err != nil {
 			return nil, ec2Err(400, "InvalidPaginationToken", "The pagination token %v", err)
 		}
+	}
+	if dryRun {
+		return nil, dryRunSucceeded()
 	}
 
 	all := s.store.Snapshots(owner)
@@ -248,7 +250,7 @@ func (s *Server) ec2StoreError(r *http.Request, id string, err error) *ec2Error 
 	return ec2Err(500, "InternalError", "An internal error has occurred (request %s)", info(r).id)
 }
 
-func (s *Server) deleteSnapshot(r *http.Request, form url.Values) (any, *ec2Error) {
+func (s *Server) deleteSnapshot(r *http.Request, form url.Values, dryRun bool) (any, *ec2Error) {
 	id := form.Get("SnapshotId")
 	info(r).snapshot = id
 	if id == "" {
@@ -256,6 +258,9 @@ func (s *Server) deleteSnapshot(r *http.Request, form url.Values) (any, *ec2Erro
 	}
 	if !cas.ValidSnapshotID(id) {
 		return nil, ec2Err(400, "InvalidSnapshotID.Malformed", "Invalid id: \"%s\" (expecting \"snap-...\")", id)
+	}
+	if dryRun {
+		return nil, dryRunSucceeded()
 	}
 	if err := s.store.DeleteSnapshot(r.Context(), s.owner(r), id); err != nil {
 		return nil, s.ec2StoreError(r, id, err)
@@ -265,7 +270,10 @@ func (s *Server) deleteSnapshot(r *http.Request, form url.Values) (any, *ec2Erro
 
 // tagResources returns the snapshot ids a CreateTags/DeleteTags request names.
 func tagResources(form url.Values) ([]string, *ec2Error) {
-	ids := formList(form, "ResourceId")
+	ids, e := formList(form, "ResourceId")
+	if e != nil {
+		return nil, e
+	}
 	if len(ids) == 0 {
 		return nil, ec2Err(400, "MissingParameter", "The request must contain the parameter ResourceId")
 	}
@@ -277,20 +285,24 @@ func tagResources(form url.Values) ([]string, *ec2Error) {
 	return ids, nil
 }
 
-func (s *Server) createTags(r *http.Request, form url.Values) (any, *ec2Error) {
+func (s *Server) createTags(r *http.Request, form url.Values, dryRun bool) (any, *ec2Error) {
 	ids, e := tagResources(form)
 	if e != nil {
 		return nil, e
 	}
+	prefixes, e := formStructs(form, "Tag")
+	if e != nil {
+		return nil, e
+	}
 	var ch cas.TagChange
-	for _, prefix := range formStructs(form, "Tag") {
+	for _, prefix := range prefixes {
 		t := cas.Tag{Key: form.Get(prefix + ".Key"), Value: form.Get(prefix + ".Value")}
 		switch {
 		case t.Key == "":
 			return nil, ec2Err(400, "InvalidParameterValue", "Tag key must not be empty")
-		case len(t.Key) > maxTagKey:
+		case tooLong(t.Key, maxTagKey):
 			return nil, ec2Err(400, "InvalidParameterValue", "Tag key exceeds the maximum length of %d characters", maxTagKey)
-		case len(t.Value) > maxTagValue:
+		case tooLong(t.Value, maxTagValue):
 			return nil, ec2Err(400, "InvalidParameterValue", "Tag value exceeds the maximum length of %d characters", maxTagValue)
 		case strings.HasPrefix(strings.ToLower(t.Key), "aws:"):
 			return nil, ec2Err(400, "InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use")
@@ -300,6 +312,9 @@ func (s *Server) createTags(r *http.Request, form url.Values) (any, *ec2Error) {
 	if len(ch.Set) == 0 {
 		return nil, ec2Err(400, "MissingParameter", "The request must contain the parameter Tag")
 	}
+	if dryRun {
+		return nil, dryRunSucceeded()
+	}
 	for _, id := range ids {
 		if err := s.store.ChangeTags(r.Context(), s.owner(r), id, ch); err != nil {
 			return nil, s.ec2StoreError(r, id, err)
@@ -308,15 +323,22 @@ func (s *Server) createTags(r *http.Request, form url.Values) (any, *ec2Error) {
 	return ec2Return(r, "CreateTags"), nil
 }
 
-func (s *Server) deleteTags(r *http.Request, form url.Values) (any, *ec2Error) {
+func (s *Server) deleteTags(r *http.Request, form url.Values, dryRun bool) (any, *ec2Error) {
 	ids, e := tagResources(form)
 	if e != nil {
 		return nil, e
 	}
+	prefixes, e := formStructs(form, "Tag")
+	if e != nil {
+		return nil, e
+	}
 	var ch cas.TagChange
-	for _, prefix := range formStructs(form, "Tag") {
+	for _, prefix := range prefixes {
 		_, hasValue := form[prefix+".Value"]
 		ch.Remove = append(ch.Remove, cas.TagRemoval{Key: form.Get(prefix + ".Key"), Value: form.Get(prefix + ".Value"), HasValue: hasValue})
+	}
+	if dryRun {
+		return nil, dryRunSucceeded()
 	}
 	for _, id := range ids {
 		snap, err := s.store.Snapshot(r.Context(), s.owner(r), id)
