@@ -8,7 +8,9 @@ BENCH_BLOCKS ?= 1500
 
 E2E_DIR   ?= .ebsd/e2e
 
-.PHONY: all build run test test-short e2e bench deps fmt vet clean
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build run test test-short e2e bench deps fmt vet lint clean
 
 all: build
 
@@ -22,7 +24,8 @@ run: deps build
 	./bin/ebsd --data-dir $(DATA_DIR) --listen $(LISTEN) --mount $(MOUNT_DIR)
 
 # Every test, with the race detector. EBSD_REQUIRE_FUSE=1 (set by CI) turns a skipped
-# FUSE test into a failure.
+# FUSE test into a failure. The real AWS clients (CLI v2, boto3), promtool and
+# Chromium the tests drive come from Debian through `deps`.
 test: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
@@ -46,12 +49,20 @@ bench: deps
 	$(GO) test -run '^$$' -bench 'PutSnapshotBlock' -benchtime $(BENCH_BLOCKS)x -v ./daemon | grep -E '^Benchmark|SHA-256|^ok|FAIL'
 	$(GO) test -run '^$$' -bench 'FUSERead' -benchtime 2x -v ./daemon | grep -E '^Benchmark|page cache|^ok|FAIL' 
 
-# Debian packages the tests and the FUSE export use, installed only when missing.
+# Debian packages the tests and the FUSE export use, installed only when missing:
+# FUSE, mkfs.ext4 and openssl for images and checksums, the AWS CLI v2 and boto3 the
+# client tests drive, promtool (prometheus) for the metrics format, Chromium for the
+# status page.
 deps:
 	@missing=""; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v mkfs.ext4 >/dev/null 2>&1 || missing="$$missing e2fsprogs"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	test -x /usr/bin/aws || missing="$$missing awscli"; \
+	/usr/bin/python3 -c 'import boto3' >/dev/null 2>&1 || missing="$$missing python3-boto3"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v setpriv >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -63,6 +74,12 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+
+# staticcheck from the Go module proxy at a pinned version (staticcheck.conf says what
+# is off and why).
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 clean:
 	rm -rf bin
