@@ -258,3 +258,47 @@ func TestUnknownRoute(t *testing.T) {
 		t.Fatalf("unknown route: %d %v", r.status, r.header)
 	}
 }
+
+// What lenient parsing used to let through, end to end with a signed client: a
+// signed index "+5", text that is not UTF-8, a description limit counted in bytes, a
+// gc "dry run" spelled 1, an EC2 request without Version, a negative digests start.
+func TestLenientParametersRefused(t *testing.T) {
+	td := newTestDaemon(t)
+	c := td.client()
+	ctx := context.Background()
+	desc := strings.Repeat("😀", 100) // 100 characters, 400 bytes
+	out := startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), Description: aws.String(desc)})
+	id := aws.ToString(out.SnapshotId)
+	if aws.ToString(out.Description) != desc {
+		t.Fatalf("description came back as %q", aws.ToString(out.Description))
+	}
+	data := block(9)
+	headers := map[string]string{"x-amz-Data-Length": "524288", "x-amz-Checksum": checksum(data), "x-amz-Checksum-Algorithm": "SHA256"}
+	wantAWSError(t, td.raw("PUT", "/snapshots/"+id+"/blocks/+5", headers, bytes.NewReader(data), cas.BlockSize), 400, "ValidationException", "INVALID_BLOCK")
+	h := map[string]string{"x-amz-ChangedBlocksCount": "+0"}
+	wantAWSError(t, td.raw("POST", "/snapshots/completion/"+id, h, nil, 0), 400, "ValidationException", "INVALID_PARAMETER_VALUE")
+	body := "{\"VolumeSize\":1,\"Description\":\"caf\xe9\"}"
+	wantAWSError(t, td.raw("POST", "/snapshots", map[string]string{"Content-Type": "application/json"}, strings.NewReader(body), -1), 400, "ValidationException", "INVALID_PARAMETER_VALUE")
+	wantAWSError(t, td.raw("POST", "/ebsd/v1/gc?dryRun=1", nil, nil, 0), 400, "ValidationException", "INVALID_PARAMETER_VALUE")
+
+	if err := putBlock(ctx, c, id, 5, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := complete(ctx, c, id, map[int32][]byte{5: data}); err != nil {
+		t.Fatal(err)
+	}
+	wantAWSError(t, td.raw("GET", "/ebsd/v1/snapshots/"+id+"/digests?startingBlockIndex=-1", nil, nil, 0), 400, "ValidationException", "INVALID_PARAMETER_VALUE")
+
+	r := td.raw("GET", "/?Action=DescribeSnapshots", nil, nil, 0)
+	if r.status != 400 || !strings.Contains(string(r.body), "<Code>MissingParameter</Code>") {
+		t.Fatalf("EC2 request without Version: %d %s", r.status, r.body)
+	}
+	r = td.raw("GET", "/?Action=DescribeSnapshots&Version=2015-10-01", nil, nil, 0)
+	if r.status != 400 || !strings.Contains(string(r.body), "<Code>NoSuchVersion</Code>") {
+		t.Fatalf("EC2 request with another Version: %d %s", r.status, r.body)
+	}
+	// Only the valid put landed, at index 5.
+	if st, err := td.store().Stats(ctx); err != nil || st.MappedBlocks != 1 {
+		t.Fatalf("mapped blocks after refused requests: %+v %v, want 1", st, err)
+	}
+}
