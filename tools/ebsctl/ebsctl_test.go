@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,11 @@ func TestMain(m *testing.M) {
 		http.Error(w, "no IMDS here", http.StatusForbidden)
 	}))
 	os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", trap.URL)
-	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EBS"} {
+	// Nothing of the caller's AWS setup may reach the tests: each test gives ebsctl the
+	// credential of the daemon it starts, and no credential source may send a request.
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+		"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EBS", "AWS_ENDPOINT_URL_EC2", "AWS_CA_BUNDLE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"} {
 		os.Unsetenv(v)
 	}
 	os.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
@@ -67,45 +72,80 @@ func TestMain(m *testing.M) {
 }
 
 type daemonProc struct {
-	url  string
-	cmd  *exec.Cmd
-	done chan error
+	url       string
+	accessKey string // the default account's credential, also in ebsctl's environment
+	secretKey string
+	cmd       *exec.Cmd
+	done      chan error
+	log       string // the daemon's stderr
 }
 
-var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
-func startDaemon(t *testing.T) *daemonProc {
+// startDaemon runs the real daemon binary with a fresh credential for its default
+// account, gives ebsctl the same one through the environment (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY), and learns the address from --addr-file: the write end of a
+// pipe as fd 3, read with a deadline, so nothing polls and nothing can hang.
+func startDaemon(t *testing.T, extraArgs ...string) *daemonProc {
 	t.Helper()
-	cmd := exec.Command(ebsdBin, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--gc-interval", "0")
-	stderr, err := cmd.StderrPipe()
+	d := &daemonProc{accessKey: "AKID" + strings.ToUpper(randomHex(t, 8)), secretKey: randomHex(t, 20),
+		done: make(chan error, 1), log: filepath.Join(t.TempDir(), "ebsd.log")}
+	scheme := "http"
+	if slices.Contains(extraArgs, "--tls-cert") {
+		scheme = "https"
+	}
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	defer r.Close()
+	logFile, err := os.Create(d.log)
+	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemonProc{cmd: cmd, done: make(chan error, 1)}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-		d.done <- cmd.Wait()
-	}()
-	select {
-	case a := <-addr:
-		d.url = "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatal("ebsd did not start")
+	defer logFile.Close()
+	args := append([]string{"--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--gc-interval", "0",
+		"--metrics-listen", "", "--addr-file", "/dev/fd/3"}, extraArgs...)
+	cmd := exec.Command(ebsdBin, args...)
+	cmd.Env = append(os.Environ(), "EBSD_ACCESS_KEY_ID="+d.accessKey, "EBSD_SECRET_ACCESS_KEY="+d.secretKey)
+	cmd.ExtraFiles = []*os.File{w} // fd 3 in the child
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	err = cmd.Start()
+	w.Close() // the child holds the write end now: its exit ends our read with EOF
+	if err != nil {
+		t.Fatal(err)
 	}
+	d.cmd = cmd
+	go func() { d.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-d.done
+		select {
+		case <-d.done:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			<-d.done
+			t.Errorf("ebsd did not stop within a minute of SIGTERM")
+		}
 	})
+	if err := r.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		logged, _ := os.ReadFile(d.log)
+		t.Fatalf("ebsd wrote no address to --addr-file: %v\n%s", err, logged)
+	}
+	d.url = scheme + "://" + strings.TrimSpace(addr)
+	t.Setenv("AWS_ACCESS_KEY_ID", d.accessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", d.secretKey)
 	return d
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }
 
 // ebsctl runs the command in this process and returns stdout and the exit status.

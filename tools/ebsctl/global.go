@@ -2,20 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
-// globalOptions are the flags every subcommand shares.
+// globalOptions are the flags every subcommand shares, and what one run of ebsctl
+// learns from them.
 type globalOptions struct {
 	endpoint string
 	region   string
@@ -23,6 +25,14 @@ type globalOptions struct {
 	json     bool
 	attempts int
 	quiet    bool
+
+	loaded *loadedConfig // one configuration (and credential look-up) per run; shared by copies
+}
+
+type loadedConfig struct {
+	once sync.Once
+	cfg  aws.Config
+	err  error
 }
 
 func (g *globalOptions) register(fs *flag.FlagSet) {
@@ -38,10 +48,26 @@ func (g *globalOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&g.quiet, "quiet", false, "no progress output")
 }
 
+// errNoCredentials says where credentials come from; ebsd, like AWS, refuses a request
+// that is not signed by a credential it knows.
+var errNoCredentials = errors.New(`no AWS credentials found to sign requests with. ebsctl finds them as the AWS tools do:
+  - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment, or
+  - a profile in the shared credentials and config files (~/.aws/credentials, ~/.aws/config),
+    chosen with --profile or AWS_PROFILE.
+ebsd prints the credential it generated as two export lines when it starts (see its README)`)
+
 // awsConfig loads region and credentials the AWS way (flags, environment, shared
-// config and credentials files). Against an ebsd endpoint with no credentials
-// configured it signs with placeholder ones: ebsd does not verify signatures.
+// config and credentials files), once per run, and insists that credentials exist:
+// every request is signed with them.
 func (g *globalOptions) awsConfig(ctx context.Context) (aws.Config, error) {
+	if g.loaded == nil {
+		return g.loadConfig(ctx)
+	}
+	g.loaded.once.Do(func() { g.loaded.cfg, g.loaded.err = g.loadConfig(ctx) })
+	return g.loaded.cfg, g.loaded.err
+}
+
+func (g *globalOptions) loadConfig(ctx context.Context) (aws.Config, error) {
 	var opts []func(*config.LoadOptions) error
 	if g.region != "" {
 		opts = append(opts, config.WithRegion(g.region))
@@ -67,10 +93,11 @@ func (g *globalOptions) awsConfig(ctx context.Context) (aws.Config, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	if g.endpoint != "" {
-		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
-			cfg.Credentials = credentials.NewStaticCredentialsProvider("ebsd", "ebsd", "")
-		}
+	if cfg.Credentials == nil {
+		return cfg, errNoCredentials
+	}
+	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		return cfg, fmt.Errorf("%w\n(details: %w)", errNoCredentials, err)
 	}
 	return cfg, nil
 }

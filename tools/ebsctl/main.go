@@ -42,7 +42,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globalOptions{}
+	g := &globalOptions{loaded: &loadedConfig{}}
 	fs := flag.NewFlagSet("ebsctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	g.register(fs)
