@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,7 +126,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 	body := &countingReader{r: r.Body}
 	r.Body = body
-	if r, ok := s.admit(sw, r); ok {
+	if e := malformedRequest(r); e != nil {
+		writeError(sw, e)
+	} else if r, ok := s.admit(sw, r); ok {
 		s.mux.ServeHTTP(sw, r)
 	}
 	if s.cfg.Observer != nil {
@@ -142,6 +146,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"request_id", ri.id, "op", ri.op, "account", ri.account, "snapshot", ri.snapshot, "method", r.Method, "path", r.URL.Path,
 		"status", sw.status, "error_type", errorType(sw.Header()),
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+// MaxHeaderBytes is the most header bytes a request may carry. The HTTP server's own
+// limit is set higher (it answers in plain text), so that requests between the two
+// get an AWS-shaped refusal.
+const MaxHeaderBytes = 64 << 10
+
+// malformedRequest refuses, before anything else, what no AWS client sends: a path
+// that is not clean (ServeMux would answer it with a redirect) and oversized headers.
+func malformedRequest(r *http.Request) *Error {
+	if p := r.URL.Path; p != "/" && (path.Clean(p) != p || strings.Contains(r.URL.RawPath, "%2F") || strings.Contains(r.URL.RawPath, "%2f")) {
+		return &Error{Status: http.StatusNotFound, Type: "UnknownOperationException",
+			Message: "no EBS direct API operation at this path: paths have no empty, . or .. segments"}
+	}
+	n := len(r.Method) + len(r.RequestURI) + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	if n > MaxHeaderBytes {
+		return &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Type: validationException, Reason: reasonInvalidParameterValue,
+			Message: fmt.Sprintf("the request line and headers are %d bytes; at most %d are accepted", n, MaxHeaderBytes)}
+	}
+	return nil
 }
 
 func (s *Server) unknownOperation(w http.ResponseWriter, r *http.Request) {

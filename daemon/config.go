@@ -55,6 +55,9 @@ type config struct {
 
 	metricsListen string // /metrics, /healthz, /readyz, pprof, status page; empty: none
 
+	// shutdownGrace is how long a stop waits for requests in flight; 0 = 30 s.
+	shutdownGrace time.Duration
+
 	// Set by tests, not by flags.
 	clock          cas.Clock
 	expireInterval int64 // nanoseconds; 0 = store default
@@ -108,6 +111,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.rateBurst, "rate-burst", 4000, "requests an account may make at once above --rate-limit")
 	fs.IntVar(&c.maxConnections, "max-connections", 1024, "open connections the API accepts at once; more wait in the kernel's backlog")
 
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", shutdownGrace, "how long a stop (SIGTERM) waits for requests in flight before closing their connections")
 	fs.StringVar(&c.metricsListen, "metrics-listen", defaultMetricsListen, "HOST:PORT for /metrics, /healthz, /readyz, pprof and the status page (no signatures: keep it on loopback); empty for none")
 
 	fs.Usage = func() {

@@ -28,6 +28,9 @@ type daemon struct {
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error // the HTTP server's exit
+	grace time.Duration
+	// cancelRequests cancels the context of every request (the server's BaseContext).
+	cancelRequests context.CancelFunc
 }
 
 const shutdownGrace = 30 * time.Second
@@ -71,6 +74,8 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	}
 	if cert != nil {
 		ln = tls.NewListener(ln, cert.tlsConfig())
+	} else {
+		ln = prefaceListener{ln}
 	}
 	tokenKey, err := store.Secret("api-tokens")
 	if err != nil {
@@ -87,14 +92,17 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		Auth: ids.authenticator(), AllowedHosts: ids.allowedHosts(addr), Limit: limit,
 		Logger: log, Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
 	})
+	baseCtx, cancelRequests := context.WithCancel(context.Background())
 	d := &daemon{
-		log:   log,
-		ids:   ids,
-		cert:  cert,
-		store: store,
-		cache: cache,
-		ln:    ln,
-		done:  make(chan error, 1),
+		log:            log,
+		ids:            ids,
+		cert:           cert,
+		grace:          cfg.shutdownGrace,
+		cancelRequests: cancelRequests,
+		store:          store,
+		cache:          cache,
+		ln:             ln,
+		done:           make(chan error, 1),
 		srv: &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -102,7 +110,8 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 			ReadTimeout:    time.Minute,
 			WriteTimeout:   2 * time.Minute,
 			IdleTimeout:    2 * time.Minute,
-			MaxHeaderBytes: 64 << 10,
+			MaxHeaderBytes: 4 * api.MaxHeaderBytes, // beyond api's limit: see api.MaxHeaderBytes
+			BaseContext:    func(net.Listener) context.Context { return baseCtx },
 			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 	}
@@ -168,15 +177,45 @@ func (d *daemon) run(ctx context.Context, hup <-chan os.Signal) error {
 	return errors.Join(serveErr, d.stop())
 }
 
-// stop stops accepting, lets in-flight requests finish, then syncs and closes the store.
+// stop stops accepting, lets in-flight requests finish for the grace period, then
+// syncs and closes the store. It returns within about twice the grace period whatever
+// a request is doing: requests still running then have their connections closed and
+// contexts cancelled, and a store that cannot close in time is left as a crash would
+// leave it (which it survives).
 func (d *daemon) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	grace := d.grace
+	if grace <= 0 {
+		grace = shutdownGrace
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	defer d.cancelRequests()
 	d.log.Info("shutting down")
 	err := d.srv.Shutdown(ctx)
 	if err != nil {
-		err = fmt.Errorf("http shutdown: %w", err)
+		d.log.Warn("requests still running after the shutdown grace period: closing their connections", "grace", grace)
+		err = fmt.Errorf("http shutdown: %w", errors.Join(err, d.srv.Close()))
+		d.cancelRequests()
 	}
+	closed := make(chan error, 1)
+	go func() { closed <- d.closeBackends() }()
+	select {
+	case cerr := <-closed:
+		err = errors.Join(err, cerr)
+	case <-time.After(grace):
+		err = errors.Join(err, fmt.Errorf("the store did not close within %s; it recovers on the next start as after a crash", grace))
+	}
+	if err == nil {
+		d.log.Info("shutdown complete")
+	}
+	return err
+}
+
+// closeBackends unmounts, then closes the cache and the store.
+func (d *daemon) closeBackends() error {
+	var err error
+	ctx, cancel := context.WithTimeout(context.Background(), d.grace+shutdownGrace)
+	defer cancel()
 	if d.mount != nil {
 		if merr := d.mount.Close(ctx); merr != nil {
 			err = errors.Join(err, merr)
@@ -185,9 +224,6 @@ func (d *daemon) stop() error {
 	d.cache.Close()
 	if cerr := d.store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
-	}
-	if err == nil {
-		d.log.Info("shutdown complete")
 	}
 	return err
 }

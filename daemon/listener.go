@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -102,4 +105,68 @@ func writeAddrFile(path, addr string) error {
 		return err
 	}
 	return writeFileAtomic(path, []byte(addr+"\n"), 0o644)
+}
+
+// prefaceListener answers, in AWS's error shape, connections that open with something
+// other than HTTP/1: a TLS ClientHello on the plain port, or an HTTP/2 preface (ebsd
+// speaks HTTP/1.1, as the EBS endpoints do). Go's server would answer the first with a
+// bare "400 Bad Request" and the second with nothing useful.
+type prefaceListener struct{ net.Listener }
+
+func (l prefaceListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &prefaceConn{Conn: c}, nil
+}
+
+// prefaceConn checks the first bytes on the first Read, in the server's connection
+// goroutine, so Accept never waits on a slow client.
+type prefaceConn struct {
+	net.Conn
+	checked bool
+	pending []byte // bytes read while checking, not yet returned
+}
+
+const http2Preface = "PRI * HTTP/2.0\r\n"
+
+func (c *prefaceConn) Read(p []byte) (int, error) {
+	if !c.checked {
+		c.checked = true
+		buf := make([]byte, len(http2Preface))
+		n, err := io.ReadAtLeast(c.Conn, buf, 1)
+		for n < len(buf) && err == nil && bytes.HasPrefix([]byte(http2Preface), buf[:n]) {
+			var m int
+			m, err = c.Conn.Read(buf[n:])
+			n += m
+		}
+		buf = buf[:n]
+		switch {
+		case n >= 1 && buf[0] == 0x16: // a TLS handshake record
+			c.refuse(http.StatusBadRequest, "this endpoint speaks plain HTTP, not TLS: use http:// (or start ebsd with --tls-cert and --tls-key)")
+			return 0, io.EOF
+		case string(buf) == http2Preface:
+			c.refuse(http.StatusHTTPVersionNotSupported, "this endpoint speaks HTTP/1.1; HTTP/2 without TLS negotiation is not supported")
+			return 0, io.EOF
+		}
+		c.pending = buf
+		if len(c.pending) == 0 && err != nil {
+			return 0, err
+		}
+	}
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// refuse writes an AWS-shaped error as an HTTP/1.1 response and closes the connection.
+func (c *prefaceConn) refuse(status int, msg string) {
+	body := `{"__type":"ValidationException","Reason":"INVALID_PARAMETER_VALUE","Message":"` + msg + `"}`
+	fmt.Fprintf(c.Conn, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nx-amzn-ErrorType: ValidationException\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+	_ = c.Conn.Close()
 }
