@@ -34,7 +34,7 @@ func ec2Err(status int, code, format string, a ...any) *ec2Error {
 func (s *Server) ec2(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 	if err := r.ParseForm(); err != nil {
-		s.writeEC2Error(w, r, ec2Err(400, "InvalidParameterValue", "cannot parse the request: %v", err))
+		s.writeEC2Error(w, r, ec2Err(400, "InvalidParameterValue", "cannot parse the request: %s", bodyReadFailure(err)))
 		return
 	}
 	resp, e := s.ec2Action(r, r.Form)

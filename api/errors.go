@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 
@@ -116,4 +118,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// bodyReadFailure says why a request body could not be read, without the error's own
+// text: a network error names the server's and the client's socket addresses.
+func bodyReadFailure(err error) string {
+	var ne net.Error
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return fmt.Sprintf("the body is larger than the %d bytes this operation accepts", tooBig.Limit)
+	case errors.As(err, &ne) && ne.Timeout():
+		return "the body did not arrive within the server's read timeout"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "the body ended early"
+	default:
+		return "the connection failed while the body was read"
+	}
 }

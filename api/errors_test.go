@@ -2,7 +2,9 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -46,5 +48,25 @@ func TestStoreErrorsMapToAWSErrors(t *testing.T) {
 	writeError(rec, fromStore(fmt.Errorf("disk on fire at /secret/path")))
 	if rec.Code != http.StatusInternalServerError || !json.Valid(rec.Body.Bytes()) || strings.Contains(rec.Body.String(), "/secret/path") {
 		t.Fatalf("unknown error: %d %s", rec.Code, rec.Body)
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "read tcp 10.1.2.3:8600->10.9.8.7:51515: i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+// TestBodyReadFailureHidesSocketAddresses: a read timeout's message names neither
+// the server's nor the client's address.
+func TestBodyReadFailureHidesSocketAddresses(t *testing.T) {
+	for _, err := range []error{timeoutErr{}, fmt.Errorf("wrapped: %w", timeoutErr{}), io.ErrUnexpectedEOF, errors.New("read tcp 10.1.2.3:8600->10.9.8.7:51515: connection reset by peer")} {
+		msg := bodyReadFailure(err)
+		if strings.Contains(msg, "10.") || strings.Contains(msg, "tcp") || msg == "" {
+			t.Fatalf("bodyReadFailure(%v) = %q", err, msg)
+		}
+	}
+	if got := bodyReadFailure(timeoutErr{}); !strings.Contains(got, "timeout") {
+		t.Fatalf("a timeout is not called one: %q", got)
 	}
 }

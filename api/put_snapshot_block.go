@@ -100,7 +100,7 @@ func readBlock(body io.Reader, buf []byte) *Error {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return invalidParameter("Failed to read block data: body ended after %d bytes, a block is %d", n, cas.BlockSize)
 		}
-		return invalidParameter("Failed to read block data: %v", err)
+		return invalidParameter("Failed to read block data: %s", bodyReadFailure(err))
 	}
 	var extra [1]byte
 	if m, _ := io.ReadFull(body, extra[:]); m > 0 {

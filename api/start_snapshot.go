@@ -39,7 +39,7 @@ func (s *Server) startSnapshot(w http.ResponseWriter, r *http.Request) {
 	var req startSnapshotRequest
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxStartBody))
 	if err != nil {
-		writeError(w, invalidParameter("reading request body: %v", err))
+		writeError(w, invalidParameter("reading request body: %s", bodyReadFailure(err)))
 		return
 	}
 	if why := jsonUnicodeProblem(body); why != "" {
