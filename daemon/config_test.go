@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// TestMalformedEnvironmentIsAnError: a malformed EBSD_* value stops the start with a
+// message naming the variable, instead of silently becoming the default.
+func TestMalformedEnvironmentIsAnError(t *testing.T) {
+	for name, val := range map[string]string{
+		"EBSD_CACHE_MB":          "lots",
+		"EBSD_GC_INTERVAL":       "5",
+		"EBSD_MOUNT_ALLOW_OTHER": "maybe",
+		"EBSD_RATE_LIMIT":        "fast",
+		"EBSD_VLOG_FILE_MB":      "1e3",
+	} {
+		_, err := parseConfig(nil, envOf(map[string]string{name: val}), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Fatalf("%s=%q: %v, want an error naming the variable", name, val, err)
+		}
+	}
+	// Values every parser accepts but the daemon does not.
+	for name, val := range map[string]string{"EBSD_AUTH": "trust-me", "EBSD_MOUNT_MODE": "rw", "EBSD_ACCOUNT_ID": "12"} {
+		if _, err := parseConfig(nil, envOf(map[string]string{name: val}), &bytes.Buffer{}); err == nil {
+			t.Fatalf("%s=%q accepted", name, val)
+		}
+	}
+}
+
+// TestFlagWinsOverEnvironment: every flag comes from EBSD_<NAME> unless given.
+func TestFlagWinsOverEnvironment(t *testing.T) {
+	env := envOf(map[string]string{"EBSD_CACHE_MB": "7", "EBSD_METRICS_LISTEN": "127.0.0.1:9999", "EBSD_GC_INTERVAL": "5m"})
+	c, err := parseConfig([]string{"--cache-mb", "9"}, env, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cacheMB != 9 || c.metricsListen != "127.0.0.1:9999" || c.gcInterval != 5*time.Minute {
+		t.Fatalf("cache %d metrics %q gc %s", c.cacheMB, c.metricsListen, c.gcInterval)
+	}
+}
+
+// TestAddrFile: the daemon writes the address it listens on, whole, to a regular
+// file, and straight into a FIFO a reader waits on.
+func TestAddrFile(t *testing.T) {
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "addr")
+	td := newTestDaemon(t, func(c *config) { c.addrFile = regular })
+	b, err := os.ReadFile(regular)
+	if err != nil || strings.TrimSpace(string(b)) != td.d.addr() {
+		t.Fatalf("addr file %q (%v), want %s", b, err, td.d.addr())
+	}
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		f, err := os.Open(fifo) // blocks until the daemon opens it for writing
+		if err != nil {
+			got <- "open: " + err.Error()
+			return
+		}
+		defer f.Close()
+		line, _ := bufio.NewReader(f).ReadString('\n')
+		got <- strings.TrimSpace(line)
+	}()
+	td2 := newTestDaemon(t, func(c *config) { c.addrFile = fifo })
+	select {
+	case a := <-got:
+		if a != td2.d.addr() {
+			t.Fatalf("FIFO said %q, want %s", a, td2.d.addr())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing arrived on the FIFO")
+	}
+}
