@@ -57,7 +57,7 @@ func TestProfileCredentials(t *testing.T) {
 	}
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
 	unsetenv(t, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-	if _, stderr, code := runCLI("--endpoint-url", d.url, "--profile", "ebsd-test", "ls"); code != 0 {
+	if _, stderr, code := runCLI("ls", "--endpoint-url", d.url, "--profile", "ebsd-test"); code != 0 {
 		t.Fatalf("ls --profile ebsd-test: exit %d\n%s", code, stderr)
 	}
 	if _, stderr, code := runCLI("--endpoint-url", d.url, "ls"); code != 1 || !strings.Contains(stderr, "no AWS credentials") {

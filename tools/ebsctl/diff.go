@@ -31,7 +31,7 @@ Example:
   ebsctl --json diff snap-0123456789abcdef0 snap-0fedcba9876543210
 `)
 	}
-	if err := parseArgs(fs, args, 2, "two snapshots"); err != nil {
+	if err := parseArgs(g, fs, args, 2, "two snapshots"); err != nil {
 		return err
 	}
 	eb, _, err := g.clients(ctx)

@@ -37,7 +37,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args, 2, "SNAPSHOT and FILE|DEVICE"); err != nil {
+	if err := parseArgs(g, fs, args, 2, "SNAPSHOT and FILE|DEVICE"); err != nil {
 		return err
 	}
 	id, path := fs.Arg(0), fs.Arg(1)

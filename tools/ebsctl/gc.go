@@ -23,7 +23,7 @@ func runGC(ctx context.Context, g *globalOptions, args []string, stdout io.Write
 		fmt.Fprintln(fs.Output(), "Usage: ebsctl gc [--dry-run]\n\nReclaims the space of deleted snapshots and unreferenced blocks now. ebsd only.\n\nExamples:\n  ebsctl gc --dry-run\n  ebsctl --json gc")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	path := "/ebsd/v1/gc"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 
@@ -25,6 +26,9 @@ type globalOptions struct {
 	json     bool
 	attempts int
 	quiet    bool
+
+	flags  *flag.FlagSet // where the flags above are defined, for subcommands to parse
+	stderr io.Writer     // usage and flag errors
 
 	loaded *loadedConfig // one configuration (and credential look-up) per run; shared by copies
 }

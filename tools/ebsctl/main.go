@@ -42,18 +42,19 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globalOptions{loaded: &loadedConfig{}}
 	fs := flag.NewFlagSet("ebsctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// Subcommands parse the global flags again where they follow the command name.
+	g := &globalOptions{flags: fs, stderr: stderr, loaded: &loadedConfig{}}
 	g.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: ebsctl [global flags] COMMAND [flags]\n\nCommands:\n")
+		fmt.Fprintf(stderr, "Usage: ebsctl [flags] COMMAND [flags] [ARGS]\n\nFlags may come before or after the command and its arguments; -- ends them.\n\nCommands:\n")
 		for _, c := range commands() {
 			fmt.Fprintf(stderr, "  %-10s %s\n", c.name, c.short)
 		}
 		fmt.Fprintf(stderr, "\nGlobal flags:\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nExamples:\n  ebsctl --endpoint-url http://127.0.0.1:8600 upload --wait disk.img\n  ebsctl verify snap-0123456789abcdef0 disk.img\n  ebsctl COMMAND --help\n")
+		fmt.Fprintf(stderr, "\nExamples:\n  ebsctl --endpoint-url http://127.0.0.1:8600 upload --wait disk.img\n  ebsctl verify snap-0123456789abcdef0 disk.img --mount /var/lib/ebsd/mnt\n  ebsctl COMMAND --help (or ebsctl help COMMAND)\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -65,9 +66,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	name, args := fs.Arg(0), fs.Args()[1:]
+	if name == "help" && len(args) == 1 {
+		name, args = args[0], []string{"--help"}
+	}
 	for _, c := range commands() {
-		if c.name == fs.Arg(0) {
-			if err := c.run(ctx, g, fs.Args()[1:], stdout); err != nil {
+		if c.name == name {
+			if err := c.run(ctx, g, args, stdout); err != nil {
 				if errors.Is(err, flag.ErrHelp) {
 					return 0
 				}
@@ -77,6 +82,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
-	fmt.Fprintf(stderr, "ebsctl: unknown command %q (ebsctl --help lists them)\n", fs.Arg(0))
+	fmt.Fprintf(stderr, "ebsctl: unknown command %q (ebsctl --help lists them)\n", name)
 	return 2
 }

@@ -38,10 +38,11 @@ feed:
 	return context.Cause(ctx)
 }
 
-// parseArgs parses a subcommand's flags and insists on exactly want positional
-// arguments, showing the usage otherwise.
-func parseArgs(fs *flag.FlagSet, args []string, want int, what string) error {
-	if err := fs.Parse(args); err != nil {
+// parseArgs parses a subcommand's flags (before or after its arguments, see
+// globalOptions.parse) and insists on exactly want positional arguments, showing the
+// usage otherwise.
+func parseArgs(g *globalOptions, fs *flag.FlagSet, args []string, want int, what string) error {
+	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	if want >= 0 && fs.NArg() != want {

@@ -77,7 +77,7 @@ func runLs(ctx context.Context, g *globalOptions, args []string, stdout io.Write
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: ebsctl ls\n\nLists your snapshots (EC2 DescribeSnapshots).\n\nExample:\n  ebsctl --json ls\n")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	snaps, err := describe(ctx, g, nil)
@@ -92,7 +92,7 @@ func runDescribe(ctx context.Context, g *globalOptions, args []string, stdout io
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: ebsctl describe SNAPSHOT...\n\nShows snapshots with their tags.\n\nExample:\n  ebsctl describe snap-0123456789abcdef0\n")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -123,7 +123,7 @@ func runRm(ctx context.Context, g *globalOptions, args []string, stdout io.Write
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: ebsctl rm SNAPSHOT...\n\nDeletes snapshots (EC2 DeleteSnapshot); space returns at the next garbage collection.\n\nExample:\n  ebsctl rm snap-0123456789abcdef0 && ebsctl gc\n")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {

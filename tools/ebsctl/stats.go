@@ -16,7 +16,7 @@ func runStats(ctx context.Context, g *globalOptions, args []string, stdout io.Wr
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: ebsctl stats\n\nShows what an ebsd store holds: unique blocks, stored bytes, dedup. ebsd only.\n\nExample:\n  ebsctl --endpoint-url http://127.0.0.1:8600 --json stats")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	st, err := fetchStats(ctx, g)

@@ -77,7 +77,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args, 1, "one IMAGE"); err != nil {
+	if err := parseArgs(g, fs, args, 1, "one IMAGE"); err != nil {
 		return err
 	}
 	if o.baseImage != "" && o.parent == "" {

@@ -47,7 +47,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args, 2, "SNAPSHOT and IMAGE"); err != nil {
+	if err := parseArgs(g, fs, args, 2, "SNAPSHOT and IMAGE"); err != nil {
 		return err
 	}
 	id := fs.Arg(0)
