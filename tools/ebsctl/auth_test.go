@@ -3,7 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +19,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // runCLI runs ebsctl in this process with exactly args and returns stdout, stderr and
@@ -98,4 +107,69 @@ func TestWrongSecretIsRefused(t *testing.T) {
 	if out := mustEbsctl(t, d.url, "--json", "ls"); strings.Contains(out, "snap-") {
 		t.Fatalf("a refused upload created a snapshot: %s", out)
 	}
+}
+
+// Over HTTPS with a certificate no public CA signed: ebsctl trusts it with --ca-bundle
+// or AWS_CA_BUNDLE, for the AWS APIs and ebsd's own endpoints alike, and without either
+// fails with a certificate error.
+func TestTLSWithCABundle(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := selfSignedCert(t, dir)
+	d := startDaemon(t, "--tls-cert", cert, "--tls-key", key)
+	if !strings.HasPrefix(d.url, "https://") {
+		t.Fatalf("endpoint %s", d.url)
+	}
+	_, stderr, code := runCLI("--endpoint-url", d.url, "--quiet", "ls")
+	if code != 1 || !strings.Contains(stderr, "certificate") {
+		t.Fatalf("ls over HTTPS without --ca-bundle: exit %d, want a certificate error:\n%s", code, stderr)
+	}
+	for _, args := range [][]string{{"ls"}, {"stats"}} {
+		if _, stderr, code := runCLI(append(args, "--endpoint-url", d.url, "--quiet", "--ca-bundle", cert)...); code != 0 {
+			t.Errorf("%s --ca-bundle: exit %d\n%s", args[0], code, stderr)
+		}
+	}
+	t.Setenv("AWS_CA_BUNDLE", cert)
+	if _, stderr, code := runCLI("--endpoint-url", d.url, "--quiet", "ls"); code != 0 {
+		t.Errorf("ls with AWS_CA_BUNDLE: exit %d\n%s", code, stderr)
+	}
+}
+
+// selfSignedCert writes a self-signed certificate for 127.0.0.1 and its key as PEM files.
+func selfSignedCert(t *testing.T, dir string) (certPath, keyPath string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "ebsd test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
 }

@@ -19,7 +19,7 @@ const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49599
 // ebsdCall sends a request to one of ebsd's own extension endpoints (/ebsd/v1/…) and
 // decodes its JSON answer into out. It returns the raw answer too, for --json output.
 // The request is signed like an EBS one (ebsd scopes its extensions to "ebs") and goes
-// through the SDK's HTTP client, so a CA bundle (AWS_CA_BUNDLE) applies to it as well.
+// through the SDK's HTTP client, so a CA bundle (--ca-bundle, AWS_CA_BUNDLE) applies to it as well.
 func ebsdCall(ctx context.Context, g *globalOptions, method, path string, out any) ([]byte, error) {
 	url, err := g.ebsdURL(path)
 	if err != nil {

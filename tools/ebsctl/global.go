@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +26,7 @@ type globalOptions struct {
 	endpoint string
 	region   string
 	profile  string
+	caBundle string
 	json     bool
 	attempts int
 	quiet    bool
@@ -47,6 +51,7 @@ func (g *globalOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.endpoint, "endpoint-url", def, "endpoint of ebsd or AWS (env AWS_ENDPOINT_URL_EBS or AWS_ENDPOINT_URL; empty: real AWS)")
 	fs.StringVar(&g.region, "region", "", "AWS region (default: AWS_REGION or the shared config)")
 	fs.StringVar(&g.profile, "profile", "", "shared config profile (default: AWS_PROFILE)")
+	fs.StringVar(&g.caBundle, "ca-bundle", "", "PEM file of the certificate authorities to trust for an HTTPS endpoint (default: AWS_CA_BUNDLE or the profile's ca_bundle)")
 	fs.BoolVar(&g.json, "json", false, "print JSON instead of text")
 	fs.IntVar(&g.attempts, "max-attempts", 6, "attempts per request: 5xx and throttling are retried with exponential back-off and jitter, other 4xx never")
 	fs.BoolVar(&g.quiet, "quiet", false, "no progress output")
@@ -79,6 +84,13 @@ func (g *globalOptions) loadConfig(ctx context.Context) (aws.Config, error) {
 	if g.profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(g.profile))
 	}
+	if g.caBundle != "" {
+		pem, err := os.ReadFile(g.caBundle)
+		if err != nil {
+			return aws.Config{}, fmt.Errorf("--ca-bundle: %w", err)
+		}
+		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
+	}
 	if g.endpoint != "" {
 		// Talking to an ebsd (or another endpoint) is no reason to ask the EC2 instance
 		// metadata service for credentials: never send a request off this host for that.
@@ -88,6 +100,9 @@ func (g *globalOptions) loadConfig(ctx context.Context) (aws.Config, error) {
 		return retry.NewStandard(func(o *retry.StandardOptions) {
 			o.MaxAttempts = g.attempts
 			o.RateLimiter = noRateLimit{} // the token bucket would stop retries of a long upload
+			// The SDK retries every failed send; a certificate that does not verify
+			// will not verify on the next attempt either, so say so at once.
+			o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(certificateNotRetryable)}, o.Retryables...)
 		})
 	}))
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
@@ -137,6 +152,19 @@ func trimSlash(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// certificateNotRetryable answers "no" for TLS certificate errors and leaves every
+// other error to the SDK's own checks.
+func certificateNotRetryable(err error) aws.Ternary {
+	var verify *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &verify) || errors.As(err, &unknownCA) || errors.As(err, &host) || errors.As(err, &invalid) {
+		return aws.FalseTernary
+	}
+	return aws.UnknownTernary
 }
 
 type noRateLimit struct{}
