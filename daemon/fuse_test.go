@@ -400,3 +400,141 @@ func TestFUSEDeleteWhileOpen(t *testing.T) {
 		t.Fatalf("after the reader closed: %+v", rep)
 	}
 }
+
+// requireRoot skips a test that runs commands as other users unless it runs as root;
+// with EBSD_REQUIRE_FUSE=1 (CI) that is a failure instead.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("EBSD_REQUIRE_FUSE") == "1" {
+		t.Fatal("FUSE access test cannot run: not root (EBSD_REQUIRE_FUSE=1 makes this a failure)")
+	}
+	t.Skip("SKIPPING FUSE ACCESS TEST: not root, cannot run commands as other users. Set EBSD_REQUIRE_FUSE=1 to make this fail.")
+}
+
+// publicMountPoint is a mount point every user may reach, so a refusal a test sees
+// comes from the mount, not from a private temp dir on the way to it.
+func publicMountPoint(t *testing.T) string {
+	t.Helper()
+	base, err := os.MkdirTemp("", "ebsd-mnt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) }) // registered before the daemon: runs after it stops
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(base, "mnt")
+}
+
+// asUser runs a command as uid/gid with the given supplementary groups (none: cleared)
+// and returns its stdout, with its stderr in the error.
+func asUser(t *testing.T, uid, gid int, groups []int, name string, args ...string) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // only against a hung mount
+	defer cancel()
+	priv := []string{"--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups"}
+	if len(groups) > 0 {
+		g := make([]string, len(groups))
+		for i, gid := range groups {
+			g[i] = strconv.Itoa(gid)
+		}
+		priv[2] = "--groups=" + strings.Join(g, ",")
+	}
+	cmd := exec.CommandContext(ctx, "setpriv", append(append(priv, "--", name), args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%s %s as uid %d: %w: %s", name, strings.Join(args, " "), uid, err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+func wantPermissionDenied(t *testing.T, out []byte, err error) {
+	t.Helper()
+	if err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Fatalf("got %v (output %q); want Permission denied", err, out)
+	}
+}
+
+const (
+	nobodyUID  = 65534
+	nogroupGID = 65534
+)
+
+// defaultMountConfig sets the mount fields of c as the daemon's flags default them.
+func defaultMountConfig(t *testing.T, c *config) {
+	t.Helper()
+	d, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mountAllowOther, c.mountUID, c.mountGID, c.mountMode = d.mountAllowOther, d.mountUID, d.mountGID, d.mountMode
+}
+
+// With the default mount options only the daemon's user opens the mount: user nobody
+// can neither list it nor read an image or its tags, while root reads them.
+func TestFUSEDefaultRefusesOtherUsers(t *testing.T) {
+	requireFUSE(t, "setpriv", "ls", "head")
+	requireRoot(t)
+	mnt := publicMountPoint(t)
+	td := newTestDaemon(t, func(c *config) {
+		defaultMountConfig(t, c)
+		c.mount = mnt
+	})
+	id := writeSnapshot(t, td.client(), "", 1, map[int32][]byte{0: block(7)})
+	img := filepath.Join(mnt, id)
+
+	if _, err := asUser(t, nobodyUID, nogroupGID, nil, "ls", filepath.Dir(mnt)); err != nil {
+		t.Fatalf("nobody must reach the mount point's parent for the refusal to mean anything: %v", err)
+	}
+	out, err := asUser(t, nobodyUID, nogroupGID, nil, "ls", mnt)
+	wantPermissionDenied(t, out, err)
+	out, err = asUser(t, nobodyUID, nogroupGID, nil, "head", "-c", "16", img)
+	wantPermissionDenied(t, out, err)
+	out, err = asUser(t, nobodyUID, nogroupGID, nil, "cat", img+".json")
+	wantPermissionDenied(t, out, err)
+
+	got, err := asUser(t, 0, 0, nil, "head", "-c", strconv.Itoa(cas.BlockSize), img)
+	if err != nil || !bytes.Equal(got, block(7)) {
+		t.Fatalf("root reading the image: %v (%d bytes)", err, len(got))
+	}
+	if names := run(t, "ls", mnt); !strings.Contains(names, id) {
+		t.Fatalf("root lists:\n%s", names)
+	}
+}
+
+// --mount-allow-other with --mount-gid and --mount-mode 0440 lets that group's members
+// read the default account's images; others still cannot. (Needs the daemon to pass
+// mountAllowOther, mountUID/GID and mountMode to fusefs.Options.)
+func TestFUSEAllowOtherGrantsAGroup(t *testing.T) {
+	requireFUSE(t, "setpriv", "ls", "head")
+	requireRoot(t)
+	const grantGID, memberUID = 4242, 4243
+	mnt := publicMountPoint(t)
+	td := newTestDaemon(t, func(c *config) {
+		defaultMountConfig(t, c)
+		c.mount, c.mountAllowOther, c.mountGID, c.mountMode = mnt, true, grantGID, 0o440
+	})
+	id := writeSnapshot(t, td.client(), "", 1, map[int32][]byte{0: block(7)})
+	img := filepath.Join(mnt, id)
+
+	var st syscall.Stat_t
+	if err := syscall.Stat(img, &st); err != nil || st.Mode != syscall.S_IFREG|0o440 || st.Uid != 0 || st.Gid != grantGID {
+		t.Fatalf("image mode %o owner %d:%d (%v), want 0440 owned by 0:%d", st.Mode, st.Uid, st.Gid, err, grantGID)
+	}
+	got, err := asUser(t, memberUID, memberUID, []int{grantGID}, "head", "-c", strconv.Itoa(cas.BlockSize), img)
+	if err != nil || !bytes.Equal(got, block(7)) {
+		t.Fatalf("a member of the granted group reading the image: %v (%d bytes)", err, len(got))
+	}
+	if names, err := asUser(t, memberUID, memberUID, []int{grantGID}, "ls", mnt); err != nil || !strings.Contains(string(names), id) {
+		t.Fatalf("a member listing the mount: %v\n%s", err, names)
+	}
+	out, err := asUser(t, nobodyUID, nogroupGID, nil, "ls", mnt)
+	wantPermissionDenied(t, out, err)
+	out, err = asUser(t, nobodyUID, nogroupGID, nil, "head", "-c", "16", img)
+	wantPermissionDenied(t, out, err)
+}

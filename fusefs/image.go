@@ -15,8 +15,9 @@ import (
 // imageFile is a completed snapshot as a disk image: VolumeSize GiB, read-only.
 type imageFile struct {
 	fs.Inode
-	exp  *export
-	snap cas.Snapshot // completed, so immutable
+	exp   *export
+	owner string       // the account whose directory holds it
+	snap  cas.Snapshot // completed, so immutable
 }
 
 var (
@@ -26,8 +27,9 @@ var (
 
 func (f *imageFile) size() int64 { return f.snap.VolumeSize << 30 }
 
-func (f *imageFile) attr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o444
+func (f *imageFile) attr(a *fuse.Attr, acc Access) {
+	a.Mode = syscall.S_IFREG | acc.fileMode()
+	a.Uid, a.Gid = acc.UID, acc.GID
 	a.Size = uint64(f.size())
 	// st_blocks counts 512-byte units of blocks with data only, so du and
 	// cp --sparse tell the truth about a mostly empty volume.
@@ -38,7 +40,12 @@ func (f *imageFile) attr(a *fuse.Attr) {
 }
 
 func (f *imageFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	f.attr(&out.Attr)
+	acc, ok := f.exp.accessOf(f.owner)
+	if !ok {
+		return syscall.ENOENT // the account was removed
+	}
+	f.attr(&out.Attr, acc)
+	out.SetTimeout(f.exp.attrTimeout(f.owner))
 	return 0
 }
 
@@ -46,9 +53,12 @@ func (f *imageFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	if _, ok := f.exp.accessOf(f.owner); !ok {
+		return nil, 0, syscall.ENOENT // the account was removed since the lookup
+	}
 	// The view pins the snapshot: deleting it later does not pull the data from under
 	// this open file.
-	view, err := f.exp.src.OpenView(ctx, f.exp.owner, f.snap.ID)
+	view, err := f.exp.src.OpenView(ctx, f.owner, f.snap.ID)
 	if err != nil {
 		return nil, 0, syscall.ENOENT
 	}

@@ -16,6 +16,8 @@ import (
 // snapshot without the API.
 type metaFile struct {
 	fs.Inode
+	exp       *export
+	owner     string // the account whose directory holds it
 	completed time.Time
 	content   []byte
 }
@@ -41,30 +43,39 @@ type metaJSON struct {
 	StoredBytes      int64     `json:"storedBytes"`
 }
 
-func newMetaFile(s cas.Snapshot) *metaFile {
+func newMetaFile(exp *export, owner string, s cas.Snapshot) *metaFile {
 	b, _ := json.MarshalIndent(metaJSON{
 		SnapshotID: s.ID, ParentSnapshotID: s.ParentID, OwnerID: s.OwnerID, Description: s.Description,
 		Tags: s.Tags, VolumeSizeGiB: s.VolumeSize, BlockSize: cas.BlockSize, StartTime: s.StartTime,
 		CompleteTime: s.CompleteTime, ChangedBlocks: s.ChangedBlocks, DataBlocks: s.DataBlocks, StoredBytes: s.StoredBytes,
 	}, "", "  ")
-	return &metaFile{completed: s.CompleteTime, content: append(b, '\n')}
+	return &metaFile{exp: exp, owner: owner, completed: s.CompleteTime, content: append(b, '\n')}
 }
 
-func (m *metaFile) attr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o444
+func (m *metaFile) attr(a *fuse.Attr, acc Access) {
+	a.Mode = syscall.S_IFREG | acc.fileMode()
+	a.Uid, a.Gid = acc.UID, acc.GID
 	a.Size = uint64(len(m.content))
 	a.Nlink = 1
 	setTimes(a, m.completed)
 }
 
 func (m *metaFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	m.attr(&out.Attr)
+	acc, ok := m.exp.accessOf(m.owner)
+	if !ok {
+		return syscall.ENOENT // the account was removed
+	}
+	m.attr(&out.Attr, acc)
+	out.SetTimeout(m.exp.attrTimeout(m.owner))
 	return 0
 }
 
 func (m *metaFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	if _, ok := m.exp.accessOf(m.owner); !ok {
+		return nil, 0, syscall.ENOENT // the account was removed since the lookup
 	}
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }

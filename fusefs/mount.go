@@ -20,8 +20,17 @@ import (
 type Options struct {
 	// MountPoint is the directory to mount on; created if missing.
 	MountPoint string
-	// Owner is the account whose snapshots are exported.
-	Owner  string
+	// Owner is the default account: its snapshots are at the root of the mount.
+	Owner string
+	// AllowOther lets users other than the daemon's open the mount; the kernel then
+	// checks the owners and modes below (default_permissions).
+	AllowOther bool
+	// Default is who owns the default account's files, at the root of the mount.
+	Default Access
+	// Accounts lists the other accounts whose snapshots appear, each in a directory
+	// named after its account id. Called on each directory listing and lookup, so a
+	// reloaded credentials file shows at once. Nil: none.
+	Accounts func() []AccountDir
 	Logger *slog.Logger
 	// ReadAheadKB, when > 0, sets the kernel's readahead for the mount (bdi
 	// read_ahead_kb); 0 leaves the kernel's default.
@@ -37,7 +46,9 @@ type Options struct {
 type export struct {
 	src          Source
 	blocks       Blocks
-	owner        string
+	owner        string // the default account
+	def          Access // the default account's, never zero
+	accounts     func() []AccountDir
 	log          *slog.Logger
 	cacheTimeout time.Duration
 	keepCache    bool
@@ -87,7 +98,15 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 	if opts.MaxBackground == 0 {
 		opts.MaxBackground = maxBackground
 	}
-	exp := &export{src: src, blocks: blocks, owner: opts.Owner, log: log, cacheTimeout: cacheTimeout, keepCache: !opts.NoKeepCache, mounted: time.Now()}
+	exp := &export{
+		src: src, blocks: blocks, owner: opts.Owner, def: opts.Default.orDaemon(), accounts: opts.Accounts,
+		log: log, cacheTimeout: cacheTimeout, keepCache: !opts.NoKeepCache, mounted: time.Now(),
+	}
+	mountOpts := []string{"ro"}
+	if opts.AllowOther {
+		// Others may open the mount only as the owners and modes say.
+		mountOpts = append(mountOpts, "default_permissions")
+	}
 	timeout, negative := cacheTimeout, time.Duration(0)
 	root := &root{exp: exp}
 	asRoot := os.Geteuid() == 0
@@ -95,16 +114,18 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &negative, // a snapshot must show up as soon as it completes
+		// Mode 0 means what it says (only root), not go-fuse's 0644 fill-in.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			FsName:           "ebsd",
 			Name:             "ebsd",
-			Options:          []string{"ro"},
+			Options:          mountOpts,
 			MaxWrite:         opts.MaxRequest,
 			MaxReadAhead:     opts.MaxRequest,
 			MaxBackground:    opts.MaxBackground,
 			DirectMount:      asRoot,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-			AllowOther:       asRoot,
+			AllowOther:       opts.AllowOther,
 			DisableXAttrs:    true,
 			// Read results are in memory already; splicing a 1 MiB reply into a pipe
 			// also fails against the default pipe-max-size and logs on every read.
@@ -201,11 +222,21 @@ func (m *Mount) setReadAhead(kb int) error {
 }
 
 // Forget makes the kernel drop a deleted snapshot's names at once, instead of when its
-// entry timeout runs out. Open files keep reading.
+// entry timeout runs out. Open files keep reading. The deleting account is not known
+// here, so the names are dropped from the root and from every account directory the
+// kernel knows (one it does not know holds no names to drop).
 func (m *Mount) Forget(id string) {
-	for _, name := range []string{id, id + metaSuffix} {
-		if errno := m.root.NotifyEntry(name); errno != 0 && errno != syscall.ENOENT {
-			m.log.Warn("FUSE entry invalidation failed", "name", name, "errno", errno)
+	dirs := []*fs.Inode{&m.root.Inode}
+	for _, ch := range m.root.Children() {
+		if _, ok := ch.Operations().(*accountDir); ok {
+			dirs = append(dirs, ch)
+		}
+	}
+	for _, dir := range dirs {
+		for _, name := range []string{id, id + metaSuffix} {
+			if errno := dir.NotifyEntry(name); errno != 0 && errno != syscall.ENOENT {
+				m.log.Warn("FUSE entry invalidation failed", "name", name, "errno", errno)
+			}
 		}
 	}
 }

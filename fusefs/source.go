@@ -21,12 +21,16 @@ type Blocks interface {
 	Prefetch(d cas.Digest) bool
 }
 
-// inode numbers are derived from the snapshot id so they are stable across restarts;
-// the image and its metadata file differ in the lowest bit. 1 is the root.
+// Inode numbers are derived from ids so they are stable across restarts. 1 is the
+// root. The top bit tells directories from files, so an account's directory never
+// takes a snapshot's number; snapshot ids are unique across accounts, so files need
+// no account in theirs.
+const dirInodeBit = 1 << 63
+
+// inodeOf numbers a snapshot's files: the image and its metadata file differ in the
+// lowest bit.
 func inodeOf(id string, meta bool) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	ino := h.Sum64() &^ 1
+	ino := hashOf(id) &^ (dirInodeBit | 1)
 	if ino < 2 {
 		ino = 2
 	}
@@ -34,4 +38,13 @@ func inodeOf(id string, meta bool) uint64 {
 		ino |= 1
 	}
 	return ino
+}
+
+// dirInodeOf numbers an account's directory.
+func dirInodeOf(accountID string) uint64 { return hashOf(accountID) | dirInodeBit }
+
+func hashOf(id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return h.Sum64()
 }
