@@ -31,6 +31,8 @@ type Options struct {
 	// named after its account id. Called on each directory listing and lookup, so a
 	// reloaded credentials file shows at once. Nil: none.
 	Accounts func() []AccountDir
+	// Logger receives the export's logs and go-fuse's (warnings, and panics in a
+	// handler as errors).
 	Logger *slog.Logger
 	// ReadAheadKB, when > 0, sets the kernel's readahead for the mount (bdi
 	// read_ahead_kb); 0 leaves the kernel's default.
@@ -107,6 +109,7 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 		// Others may open the mount only as the owners and modes say.
 		mountOpts = append(mountOpts, "default_permissions")
 	}
+	goFuseLog, onPanic := goFuseLogging(log)
 	timeout, negative := cacheTimeout, time.Duration(0)
 	root := &root{exp: exp}
 	asRoot := os.Geteuid() == 0
@@ -116,6 +119,7 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 		NegativeTimeout: &negative, // a snapshot must show up as soon as it completes
 		// Mode 0 means what it says (only root), not go-fuse's 0644 fill-in.
 		NullPermissions: true,
+		Logger:          goFuseLog,
 		MountOptions: fuse.MountOptions{
 			FsName:           "ebsd",
 			Name:             "ebsd",
@@ -127,6 +131,8 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 			AllowOther:       opts.AllowOther,
 			DisableXAttrs:    true,
+			Logger:           goFuseLog,
+			PanicHandler:     onPanic,
 			// Read results are in memory already; splicing a 1 MiB reply into a pipe
 			// also fails against the default pipe-max-size and logs on every read.
 			DisableSplice: true,

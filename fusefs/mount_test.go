@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -349,5 +350,62 @@ func TestMountAllowOtherOwnersAndModes(t *testing.T) {
 	wantAttr(t, filepath.Join(root, acctC, idC), syscall.S_IFREG|0o400, uint32(os.Getuid()), uint32(os.Getgid()))
 	if _, err := os.Stat(filepath.Join(dirB, "snap-0123456789abcdef0")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a lookup in a removed account's directory: %v", err)
+	}
+}
+
+// recorder keeps the records a logger gets.
+type recorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec.Clone())
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *recorder) find(level slog.Level, msg string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range r.records {
+		if rec.Level == level && strings.Contains(rec.Message, msg) {
+			return true
+		}
+	}
+	return false
+}
+
+// panicking is a Source whose listing panics.
+type panicking struct{ Source }
+
+func (panicking) Snapshots(string) []cas.Snapshot { panic("listing exploded") }
+
+// A panic in a FUSE handler reaches the export's logger as an error (go-fuse would
+// print it with the standard log package), and the caller gets EIO.
+func TestMountPanicIsLoggedAsError(t *testing.T) {
+	requireRootFUSE(t)
+	store, cache := openStore(t)
+	rec := &recorder{}
+	m := mount(t, panicking{store}, cache, Options{Owner: acctDefault, Logger: slog.New(rec)})
+	if _, err := os.ReadDir(m.Dir()); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("listing with a panicking source: %v, want EIO", err)
+	}
+	if !rec.find(slog.LevelError, "panic in FUSE handler") {
+		t.Fatal("the panic was not logged as an error through the export's logger")
+	}
+}
+
+// go-fuse's own messages (standard log package) arrive as warnings.
+func TestGoFuseLogIsWarning(t *testing.T) {
+	rec := &recorder{}
+	l, _ := goFuseLogging(slog.New(rec))
+	l.Printf("writer: Write/Writev failed, err: %v", syscall.ENOENT)
+	if !rec.find(slog.LevelWarn, "Write/Writev failed") {
+		t.Fatalf("records %v; want the message as a warning", rec.records)
 	}
 }
