@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -160,27 +159,42 @@ func TestConcurrentPutsIntoOneSnapshot(t *testing.T) {
 		}
 		blocks[i*3] = b
 	}
+	// Every worker sends exactly one result (nil, or the error that stopped it) into a
+	// channel with room for all of them, and the feeder gives up once a worker has
+	// failed: whatever fails, nothing waits forever, and the first error is reported.
+	putCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	work := make(chan int32)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
+	results := make(chan error, workers)
 	for range workers {
-		wg.Go(func() {
+		go func() {
 			for i := range work {
-				if err := putBlock(ctx, c, id, i, blocks[i]); err != nil {
-					errs <- fmt.Errorf("block %d: %w", i, err)
+				if err := putBlock(putCtx, c, id, i, blocks[i]); err != nil {
+					results <- fmt.Errorf("block %d: %w", i, err) // queued before cancel: it comes out first
+					cancel()
 					return
 				}
 			}
-		})
+			results <- nil
+		}()
 	}
+feed:
 	for i := range blocks {
-		work <- i
+		select {
+		case work <- i:
+		case <-putCtx.Done():
+			break feed
+		}
 	}
 	close(work)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	var first error
+	for range workers {
+		if err := <-results; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		t.Fatalf("concurrent puts: %v", first)
 	}
 	if status, err := complete(ctx, c, id, blocks); err != nil || status != types.StatusCompleted {
 		t.Fatalf("CompleteSnapshot: %v %v", status, err)
