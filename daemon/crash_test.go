@@ -6,9 +6,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,6 +28,9 @@ import (
 // real daemon process without building one first.
 func TestMain(m *testing.M) {
 	if os.Getenv("EBSD_TEST_RUN_AS_DAEMON") == "1" {
+		if stage := os.Getenv(gcStopEnv); stage != "" {
+			os.Exit(runDaemonStoppingGC(cas.GCStage(stage)))
+		}
 		os.Exit(runMain(nil, os.Getenv, os.Stderr))
 	}
 	if os.Getenv("EBSD_TEST_HELPER") == "lseek" {
@@ -33,16 +39,79 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// gcStopEnv names the collection stage at which a child daemon stops (cas.GCStage).
+const gcStopEnv = "EBSD_TEST_GC_STOP"
+
+// Lines a child started with gcStopEnv writes on stderr.
+var (
+	gcHookInstalled = regexp.MustCompile(`msg="gc stage hook installed"`)
+	gcStageLine     = regexp.MustCompile(`(?m)^gc-stage stage=(\S+) n=(\d+)$`)
+	gcStoppedLine   = regexp.MustCompile(`(?m)^gc-stopped stage=(\S+) n=(\d+)$`)
+)
+
+// runDaemonStoppingGC is the daemon of runMain with a collection hook: it reports every
+// stage a collection reaches on stderr and, at the first time it reaches stop, says so
+// and blocks the collection until the process is killed. The parent kills it with -9
+// exactly then, so the kill lands at that point of the collection, never before or after.
+func runDaemonStoppingGC(stop cas.GCStage) int {
+	cfg, err := parseConfig(nil, os.Getenv, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ebsd:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	d, err := start(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	d.store.SetGCStageHook(func(stage cas.GCStage, n int) {
+		fmt.Fprintf(os.Stderr, "gc-stage stage=%s n=%d\n", stage, n)
+		if stage != stop {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "gc-stopped stage=%s n=%d\n", stage, n)
+		// The parent holds our stdin open; it reads EOF only once the parent is gone,
+		// so a child whose parent died does not block forever.
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		fmt.Fprintln(os.Stderr, "parent gone while the collection was stopped")
+		os.Exit(3)
+	})
+	log.Info("gc stage hook installed", "stop", stop)
+	<-ctx.Done()
+	if err := d.stop(); err != nil {
+		log.Error("stopped with error", "err", err)
+		return 1
+	}
+	return 0
+}
+
 // childDaemon is the daemon running as a separate process.
 type childDaemon struct {
-	cmd  *exec.Cmd
-	addr string
-	log  *bytes.Buffer
-	mu   *sync.Mutex
-	done chan error
+	cmd   *exec.Cmd
+	addr  string
+	stdin io.WriteCloser // held open for the child's life (see runDaemonStoppingGC)
+
+	mu      sync.Mutex
+	log     bytes.Buffer
+	watches []lineWatch
+
+	exited  chan struct{} // closed when the process has exited and its stderr is read
+	waitErr error         // cmd.Wait's result; read after exited is closed
+}
+
+// lineWatch is a pattern awaited in the child's log.
+type lineWatch struct {
+	re *regexp.Regexp
+	ch chan []string // gets the first matching line's submatches
 }
 
 var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// childDeadline bounds every wait on a child process.
+const childDeadline = 60 * time.Second
 
 func startChild(t *testing.T, dataDir string, env ...string) *childDaemon {
 	t.Helper()
@@ -53,39 +122,82 @@ func startChild(t *testing.T, dataDir string, env ...string) *childDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &childDaemon{cmd: cmd, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
-	addr := make(chan string, 1)
+	c := &childDaemon{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
+	listening := c.expect(listeningLine)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			c.mu.Lock()
-			c.log.WriteString(sc.Text() + "\n")
-			c.mu.Unlock()
-			if m := listeningLine.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
+			c.addLine(sc.Text())
 		}
 		_, _ = io.Copy(io.Discard, stderr)
-		c.done <- cmd.Wait()
+		c.waitErr = cmd.Wait()
+		close(c.exited)
 	}()
-	select {
-	case c.addr = <-addr:
-	case err := <-c.done:
-		t.Fatalf("daemon exited before listening: %v\n%s", err, c.logText())
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("daemon did not start listening:\n%s", c.logText())
-	}
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-c.exited:
+		default:
 			_ = cmd.Process.Kill()
-			<-c.done
+			<-c.exited // a killed process always exits
 		}
 	})
+	c.addr = c.await(t, listening, "the daemon to listen")[1]
 	return c
+}
+
+// addLine records a line of the child's stderr and hands it to the watches it matches.
+func (c *childDaemon) addLine(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.log.WriteString(line + "\n")
+	kept := c.watches[:0]
+	for _, w := range c.watches {
+		if m := w.re.FindStringSubmatch(line); m != nil {
+			w.ch <- m
+			continue
+		}
+		kept = append(kept, w)
+	}
+	c.watches = kept
+}
+
+// expect returns a channel that receives the submatches of the first line of the
+// child's log, already written or still to come, that matches re. Registering before
+// causing the line makes the wait free of races.
+func (c *childDaemon) expect(re *regexp.Regexp) <-chan []string {
+	ch := make(chan []string, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, line := range strings.Split(c.log.String(), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			ch <- m
+			return ch
+		}
+	}
+	c.watches = append(c.watches, lineWatch{re: re, ch: ch})
+	return ch
+}
+
+// await waits for a line from expect; it fails if the child exits first or after
+// childDeadline, with the child's log.
+func (c *childDaemon) await(t *testing.T, ch <-chan []string, what string) []string {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-c.exited:
+		t.Fatalf("daemon exited (%v) while waiting for %s:\n%s", c.waitErr, what, c.logText())
+	case <-time.After(childDeadline):
+		t.Fatalf("timed out waiting for %s:\n%s", what, c.logText())
+	}
+	return nil
 }
 
 func (c *childDaemon) logText() string {
@@ -96,12 +208,24 @@ func (c *childDaemon) logText() string {
 
 func (c *childDaemon) client() *ebs.Client { return newEBSClient("http://"+c.addr, "us-east-1", 1) }
 
+// wait waits for the child to exit and returns cmd.Wait's error.
+func (c *childDaemon) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-c.exited:
+		return c.waitErr
+	case <-time.After(childDeadline):
+		t.Fatalf("daemon did not exit:\n%s", c.logText())
+		return nil
+	}
+}
+
 func (c *childDaemon) kill9(t *testing.T) {
 	t.Helper()
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-c.done
+	_ = c.wait(t) // "signal: killed"
 }
 
 // terminate stops the daemon with SIGTERM and expects a clean exit.
@@ -110,13 +234,8 @@ func (c *childDaemon) terminate(t *testing.T) {
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-c.done:
-		if err != nil {
-			t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, c.logText())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("daemon did not stop on SIGTERM:\n%s", c.logText())
+	if err := c.wait(t); err != nil {
+		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, c.logText())
 	}
 }
 
@@ -171,7 +290,7 @@ func TestKill9MidUpload(t *testing.T) {
 	}
 	close(work)
 	wg.Wait()
-	<-child.done
+	_ = child.wait(t) // killed by the worker that saw the killAfter-th acknowledgement
 	if len(acked) < killAfter {
 		t.Fatalf("only %d puts acknowledged", len(acked))
 	}
