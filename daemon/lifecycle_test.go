@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,13 +26,29 @@ import (
 	"github.com/ebsd/ebsd/cas"
 )
 
-func newEC2Client(endpoint string) *ec2.Client {
+func newEC2Client(endpoint string, adjust ...func(*ec2.Options)) *ec2.Client {
 	return ec2.New(ec2.Options{
 		Region:           "us-east-1",
 		BaseEndpoint:     aws.String(endpoint),
 		Credentials:      credentials.NewStaticCredentialsProvider(testAccessKeyID, testSecretAccessKey, ""),
 		RetryMaxAttempts: 1,
-	})
+	}, adjust...)
+}
+
+// countingHTTPClient counts the requests it has had answered and closes firstAnswered
+// when the first answer arrives (the server has handled that request by then).
+type countingHTTPClient struct {
+	inner         *http.Client
+	answered      atomic.Int32
+	firstAnswered chan struct{}
+}
+
+func (c *countingHTTPClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.inner.Do(req)
+	if c.answered.Add(1) == 1 {
+		close(c.firstAnswered)
+	}
+	return resp, err
 }
 
 // wantEC2Error fails unless err carries the EC2 error code.
@@ -168,21 +186,36 @@ func TestEC2WaiterTagsAndDelete(t *testing.T) {
 	if err := putBlock(ctx, c, id, 0, block(1)); err != nil {
 		t.Fatal(err)
 	}
-	// The waiter polls DescribeSnapshots until the snapshot completes a moment later.
-	done := make(chan error, 1)
-	go func() {
-		time.Sleep(700 * time.Millisecond)
-		_, err := complete(ctx, c, id, map[int32][]byte{0: block(1)})
-		done <- err
-	}()
-	w := ec2.NewSnapshotCompletedWaiter(e, func(o *ec2.SnapshotCompletedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = 100*time.Millisecond, 300*time.Millisecond
-	})
-	if err := w.Wait(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}}, 30*time.Second); err != nil {
-		t.Fatalf("waiter: %v", err)
+	// The waiter polls DescribeSnapshots until the snapshot completes: it is completed
+	// only once the waiter's first poll has been answered (pending), so the waiter must
+	// see pending, keep polling, and return when it sees completed.
+	polls := &countingHTTPClient{inner: &http.Client{}, firstAnswered: make(chan struct{})}
+	w := ec2.NewSnapshotCompletedWaiter(newEC2Client(td.url(), func(o *ec2.Options) { o.HTTPClient = polls }),
+		func(o *ec2.SnapshotCompletedWaiterOptions) {
+			o.MinDelay, o.MaxDelay = 100*time.Millisecond, 300*time.Millisecond
+		})
+	waited := make(chan error, 1)
+	go func() { waited <- w.Wait(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}}, 30*time.Second) }()
+	select {
+	case <-polls.firstAnswered:
+	case err := <-waited:
+		t.Fatalf("waiter returned (%v) before its first DescribeSnapshots was answered", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiter made no DescribeSnapshots call in 30 s")
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if status, err := complete(ctx, c, id, map[int32][]byte{0: block(1)}); err != nil || status != ebstypes.StatusCompleted {
+		t.Fatalf("CompleteSnapshot: %v %v", status, err)
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the waiter did not return within a minute of completion")
+	}
+	if n := polls.answered.Load(); n < 2 {
+		t.Fatalf("the waiter polled %d times; want at least 2 (pending, then completed)", n)
 	}
 
 	tags := func() map[string]string {
@@ -346,64 +379,189 @@ func TestDeleteParentThenEverything(t *testing.T) {
 	}
 }
 
-// kill -9 in the middle of a collection leaves a store whose live snapshots read back
-// identical, and the next collection finishes the job.
+// adminAnswer is a child daemon's answer to an ebsd extension request, or the
+// transport error when there was none.
+type adminAnswer struct {
+	status int
+	body   []byte
+	err    error
+}
+
+// signedAdminRequest builds a signed request for an ebsd extension path of the daemon
+// at addr (a child process, not td).
+func signedAdminRequest(t *testing.T, addr, method, path string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signHTTP(t, req, "ebs")
+	return req
+}
+
+// sendAdmin sends req and reads the answer. It does not touch t, so it may run off the
+// test goroutine; childDeadline bounds it.
+func sendAdmin(req *http.Request) adminAnswer {
+	ctx, cancel := context.WithTimeout(context.Background(), childDeadline)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		return adminAnswer{err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return adminAnswer{status: resp.StatusCode, body: b, err: err}
+}
+
+// kill -9 at each stage of a collection — deleted maps released, references marked,
+// halfway through the sweep, swept, value log being rewritten — leaves a store in which
+// everything acknowledged is intact (completed snapshots read back identical, a pending
+// snapshot keeps its puts, deleted snapshots stay deleted), and the next collection
+// finishes the job. The child daemon stops its collection at the stage and says so,
+// and only then is it killed, so every kill lands exactly where it is meant to.
 func TestKill9MidGC(t *testing.T) {
 	dir := t.TempDir()
 	env := []string{"EBSD_GC_INTERVAL=0", "EBSD_COMPRESSION=none", "EBSD_VLOG_FILE_MB=4"}
-	child := startChild(t, dir, env...)
-	c := child.client()
-	e := newEC2Client("http://" + child.addr)
-	blocks := func(base, n int) map[int32][]byte {
+	ctx := context.Background()
+	seq := func(base, n int) map[int32][]byte {
 		m := map[int32][]byte{}
 		for i := range n {
 			m[int32(i)] = uniqueBlock(base + i)
 		}
 		return m
 	}
-	a := writeSnapshot(t, c, "", 1, blocks(0, 96))
-	b := writeSnapshot(t, c, a, 1, blocks(1000, 32))
-	x := writeSnapshot(t, c, "", 1, blocks(2000, 96))
-	keep := writeSnapshot(t, c, "", 1, blocks(3000, 8))
-	want := map[string]map[int32][]byte{b: readSnapshot(t, c, b), keep: readSnapshot(t, c, keep)}
+	child := startChild(t, dir, env...)
+	c := child.client()
+	e := newEC2Client("http://" + child.addr)
+	// a is deleted but stays needed: b's view reads through it. x is deleted and
+	// unneeded, but shares four blocks with keep and one with the pending snapshot p.
+	a := writeSnapshot(t, c, "", 1, seq(0, 96))
+	b := writeSnapshot(t, c, a, 1, seq(1000, 32))
+	keepBlocks := seq(3000, 8)
+	xBlocks := seq(2000, 96)
+	for i := range int32(4) {
+		xBlocks[96+i] = keepBlocks[i]
+	}
+	x := writeSnapshot(t, c, "", 1, xBlocks)
+	keep := writeSnapshot(t, c, "", 1, keepBlocks)
+	pBlocks := seq(4000, 16)
+	pBlocks[16] = xBlocks[0]
+	p := aws.ToString(startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}).SnapshotId)
+	for i, blk := range pBlocks {
+		if err := putBlock(ctx, c, p, i, blk); err != nil {
+			t.Fatalf("put %d into pending %s: %v", i, p, err)
+		}
+	}
+	want := map[string]map[int32][]byte{b: readSnapshot(t, c, b), keep: keepBlocks}
+	if len(want[b]) != 96 {
+		t.Fatalf("b's view has %d blocks, want 96 (32 of its own over 64 of a)", len(want[b]))
+	}
 	for _, id := range []string{a, x} {
-		if _, err := e.DeleteSnapshot(context.Background(), &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil {
+		if _, err := e.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	interrupted := 0
-	for i, delay := range []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond} {
-		go exec.Command("curl", "-s", "-X", "POST", "http://"+child.addr+"/ebsd/v1/gc").Run()
-		time.Sleep(delay)
-		child.kill9(t)
-		if !strings.Contains(child.logText(), "msg=\"garbage collection\"") {
-			interrupted++
-		}
-		child = startChild(t, dir, env...)
-		c = child.client()
+	child.terminate(t)
+	// Stored: a 96, b 32, keep 8, p 16 and x's 96 (4 of them keep's). Live: all but the
+	// 95 of x's that no one else has (its block 0 is p's too).
+	const liveBlocks, garbageBlocks = 96 + 32 + 8 + 16 + 1, 95
+
+	intact := func(when string) {
+		t.Helper()
+		c := child.client()
 		for id, blocks := range want {
 			sameBlocks(t, readSnapshot(t, c, id), blocks)
 		}
-		_, err := newEC2Client("http://"+child.addr).DescribeSnapshots(context.Background(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{x}})
-		if err == nil || !strings.Contains(err.Error(), "InvalidSnapshot.NotFound") {
-			t.Fatalf("iteration %d: deleted snapshot back after kill -9: %v", i, err)
+		e := newEC2Client("http://" + child.addr)
+		for _, id := range []string{a, x} {
+			_, err := e.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+			if err == nil || !strings.Contains(err.Error(), "InvalidSnapshot.NotFound") {
+				t.Fatalf("%s: deleted snapshot %s: %v", when, id, err)
+			}
+		}
+		out, err := e.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{p}})
+		if err != nil || len(out.Snapshots) != 1 || out.Snapshots[0].State != ec2types.SnapshotStatePending {
+			t.Fatalf("%s: pending snapshot %s: %+v %v", when, p, out, err)
 		}
 	}
-	r, err := exec.Command("curl", "-s", "-X", "POST", "http://"+child.addr+"/ebsd/v1/gc").Output()
-	if err != nil {
-		t.Fatal(err)
+
+	sweptBefore := 0 // blocks the collection stopped mid-sweep had deleted
+	for _, tc := range []struct {
+		stage cas.GCStage
+		check func(n int) bool
+		want  string
+	}{
+		{cas.GCReleased, func(n int) bool { return n == 1 }, "1 map released (x's; a is b's parent)"},
+		{cas.GCMarked, func(n int) bool { return n == liveBlocks }, fmt.Sprintf("%d digests marked", liveBlocks)},
+		{cas.GCSweeping, func(n int) bool { sweptBefore = n; return n > 0 && n < garbageBlocks }, "some but not all garbage deleted"},
+		{cas.GCSwept, func(n int) bool { return n > 0 && n <= garbageBlocks-sweptBefore }, "the rest of the garbage deleted"},
+		{cas.GCValueLogRewritten, func(n int) bool { return n == 1 }, "the first value-log file rewritten"},
+	} {
+		child = startChild(t, dir, append(env, gcStopEnv+"="+string(tc.stage))...)
+		child.await(t, child.expect(gcHookInstalled), "the gc stage hook")
+		stopped := child.expect(gcStoppedLine)
+		req := signedAdminRequest(t, child.addr, "POST", "/ebsd/v1/gc")
+		answered := make(chan adminAnswer, 1)
+		go func() { answered <- sendAdmin(req) }()
+		var m []string
+		select {
+		case m = <-stopped:
+		case ans := <-answered:
+			t.Fatalf("the collection answered %d %s (%v) without stopping at %s:\n%s", ans.status, ans.body, ans.err, tc.stage, child.logText())
+		case <-child.exited:
+			t.Fatalf("daemon exited (%v) before the collection reached %s:\n%s", child.waitErr, tc.stage, child.logText())
+		case <-time.After(childDeadline):
+			t.Fatalf("the collection did not reach %s:\n%s", tc.stage, child.logText())
+		}
+		child.kill9(t)
+		// The kill landed inside the collection: it never answered, never finished.
+		select {
+		case ans := <-answered:
+			if ans.err == nil {
+				t.Fatalf("killed at %s, the collection still answered %d %s", tc.stage, ans.status, ans.body)
+			}
+		case <-time.After(childDeadline):
+			t.Fatalf("the gc request to a killed daemon did not fail")
+		}
+		if strings.Contains(child.logText(), `msg="garbage collection"`) {
+			t.Fatalf("killed at %s, the daemon still logged a finished collection:\n%s", tc.stage, child.logText())
+		}
+		if n, err := strconv.Atoi(m[2]); m[1] != string(tc.stage) || err != nil || !tc.check(n) {
+			t.Fatalf("stopped at %s n=%s; want %s: %s", m[1], m[2], tc.stage, tc.want)
+		}
+		t.Logf("killed at %s (n=%s) after %d stage reports", tc.stage, m[2], len(gcStageLine.FindAllString(child.logText(), -1)))
+
+		child = startChild(t, dir, env...)
+		intact("after kill -9 at " + string(tc.stage))
+		child.terminate(t)
 	}
+
+	// The next collection finishes: only the garbage is gone, everything live is there.
+	child = startChild(t, dir, env...)
+	ans := sendAdmin(signedAdminRequest(t, child.addr, "POST", "/ebsd/v1/gc"))
 	var rep cas.GCReport
-	if err := json.Unmarshal(r, &rep); err != nil {
-		t.Fatalf("gc report %s: %v", r, err)
+	if ans.err != nil || ans.status != http.StatusOK || json.Unmarshal(ans.body, &rep) != nil {
+		t.Fatalf("collection after the kills: %d %s %v", ans.status, ans.body, ans.err)
 	}
-	for id, blocks := range want {
-		sameBlocks(t, readSnapshot(t, c, id), blocks)
+	t.Logf("final collection: %+v", rep)
+	intact("after the final collection")
+	ans = sendAdmin(signedAdminRequest(t, child.addr, "GET", "/ebsd/v1/stats"))
+	var st struct {
+		UniqueBlocks *int64 `json:"uniqueBlocks"`
 	}
-	t.Logf("%d of 5 kills landed before a collection finished; final collection: %+v", interrupted, rep)
-	if interrupted == 0 {
-		t.Log("NOTE: no kill interrupted a collection on this run")
+	if ans.err != nil || ans.status != http.StatusOK || json.Unmarshal(ans.body, &st) != nil || st.UniqueBlocks == nil {
+		t.Fatalf("stats: %d %s %v", ans.status, ans.body, ans.err)
 	}
+	if *st.UniqueBlocks != liveBlocks {
+		t.Fatalf("%d unique blocks stored after the final collection, want the %d live ones", *st.UniqueBlocks, liveBlocks)
+	}
+	// The pending snapshot kept every acknowledged put: it completes (count and LINEAR
+	// aggregate match) and reads back what was put.
+	c = child.client()
+	if status, err := complete(ctx, c, p, pBlocks); err != nil || status != ebstypes.StatusCompleted {
+		t.Fatalf("completing the pending snapshot after the kills: %v %v", status, err)
+	}
+	sameBlocks(t, readSnapshot(t, c, p), pBlocks)
 	child.terminate(t)
 }
 
