@@ -62,6 +62,7 @@ deps:
 	/usr/bin/python3 -c 'import boto3' >/dev/null 2>&1 || missing="$$missing python3-boto3"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
 	command -v setpriv >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
