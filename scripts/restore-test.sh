@@ -3,12 +3,13 @@
 #
 #   scripts/restore-test.sh [--tree DIR] [--endpoint URL --mount DIR] IMAGE
 #
-# Starts a daemon on a temp dir (or uses the one at --endpoint, whose FUSE export is at
-# --mount), uploads IMAGE with ebsctl and waits for it, then reads it back: dd and cmp
-# through the FUSE file, e2fsck -fn, a read-only loop mount compared with diff -r against
-# --tree (the files the image was made from), ebsctl download + cmp, and ebsctl verify.
-# Prints PASS/FAIL per step with timings; exits non-zero if any step failed. Needs root
-# for the FUSE and loop mounts.
+# Starts a daemon on a temp dir with a fresh random credential, or uses the one at
+# --endpoint (its FUSE export at --mount) with the caller's AWS credentials (environment,
+# or a profile with AWS_PROFILE). Uploads IMAGE with ebsctl and waits for it, then reads it
+# back: dd and cmp through the FUSE file, e2fsck -fn, a read-only loop mount compared with
+# diff -r against --tree (the files the image was made from), ebsctl download + cmp, and
+# ebsctl verify. Prints PASS/FAIL per step with timings; exits non-zero if any step
+# failed. Needs root for the FUSE and loop mounts.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EBSD=${EBSD:-$root/bin/ebsd}
@@ -22,7 +23,8 @@ while [ $# -gt 1 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ $# -eq 1 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ -z "$endpoint" ] || [ -n "$mnt" ] || { echo "--endpoint needs --mount (the daemon's FUSE export)" >&2; exit 2; }
+[ $# -eq 1 ] || { sed -n '2,/^set /{/^#/p}' "$0"; exit 2; }
 image=$1
 size=$(stat -c %s "$image")
 work=$(mktemp -d)
@@ -36,15 +38,24 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "$endpoint" ]; then
+  # A daemon of our own, with a fresh credential that only this run knows: ebsd is given
+  # it (EBSD_*), ebsctl signs with it (AWS_*). Nothing of the caller's AWS setup applies.
+  key="AKID$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)"
+  secret=$(head -c 30 /dev/urandom | base64)
+  export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1
+  unset AWS_SESSION_TOKEN AWS_PROFILE
   mnt="$work/mnt"
-  "$EBSD" --data-dir "$work/data" --listen 127.0.0.1:0 --mount "$mnt" --gc-interval 0 2>"$work/ebsd.log" &
+  # The daemon writes HOST:PORT into the FIFO once it serves (and its FUSE export is
+  # mounted). Opening it read-write never blocks, so read -t bounds the wait.
+  mkfifo "$work/addr"
+  exec 3<>"$work/addr"
+  EBSD_ACCESS_KEY_ID=$key EBSD_SECRET_ACCESS_KEY=$secret "$EBSD" --data-dir "$work/data" --listen 127.0.0.1:0 \
+    --addr-file "$work/addr" --mount "$mnt" --region us-east-1 --gc-interval 0 --metrics-listen "" 2>"$work/ebsd.log" &
   daemon_pid=$!
-  for _ in $(seq 100); do
-    grep -q 'FUSE export mounted' "$work/ebsd.log" && break
-    sleep 0.1
-  done
-  addr=$(sed -n 's/.*msg=listening addr=\([^ ]*\).*/\1/p' "$work/ebsd.log" | head -1)
-  [ -n "$addr" ] || { echo "ebsd did not start:"; cat "$work/ebsd.log"; exit 1; }
+  addr=""
+  read -r -t 60 -u 3 addr || true
+  exec 3<&-
+  [ -n "$addr" ] && mountpoint -q "$mnt" || { echo "ebsd did not start:"; cat "$work/ebsd.log"; exit 1; }
   endpoint="http://$addr"
 fi
 ctl() { "$EBSCTL" --endpoint-url "$endpoint" --quiet "$@"; }
