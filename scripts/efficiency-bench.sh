@@ -28,7 +28,10 @@ work=${keep:-$(mktemp -d)}
 mkdir -p "$work"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  # restic mount leaves its mount behind when killed; unmounted, it exits by itself. A
+  # stopped process may exit non-zero (SIGTERM): that must not become the script's status.
+  mountpoint -q "$work/restic-mnt" 2>/dev/null && { umount "$work/restic-mnt" || true; }
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   for m in "$work/restic-mnt" "$work/ebsd-mnt"; do mountpoint -q "$m" 2>/dev/null && umount -l "$m"; done
   [ -n "$keep" ] || rm -rf "$work"
 }
@@ -47,11 +50,24 @@ echo "== images: $(du -sh "${tree_dir:-$work/img/tree}" | cut -f1) of files in $
 echo "(chart: $work/efficiency.svg)"
 
 # --- ebsd
+# A fresh credential only this run knows: ebsd is given it (EBSD_*), ebsctl signs with it.
+key="AKID$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)"
+secret=$(head -c 30 /dev/urandom | base64)
+export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1
+unset AWS_SESSION_TOKEN AWS_PROFILE
 mkdir -p "$work/ebsd-mnt"
-"$EBSD" --data-dir "$work/ebsd-data" --listen 127.0.0.1:0 --mount "$work/ebsd-mnt" --gc-interval 0 2>"$work/ebsd.log" &
+# The daemon writes HOST:PORT into the FIFO once it serves with its FUSE export mounted;
+# opened read-write, the FIFO never blocks the open, so read -t bounds the wait.
+rm -f "$work/ebsd-addr"; mkfifo "$work/ebsd-addr"
+exec 3<>"$work/ebsd-addr"
+EBSD_ACCESS_KEY_ID=$key EBSD_SECRET_ACCESS_KEY=$secret "$EBSD" --data-dir "$work/ebsd-data" --listen 127.0.0.1:0 \
+  --addr-file "$work/ebsd-addr" --mount "$work/ebsd-mnt" --region us-east-1 --gc-interval 0 --metrics-listen "" 2>"$work/ebsd.log" &
 pids+=($!)
-for _ in $(seq 100); do grep -q 'FUSE export mounted' "$work/ebsd.log" && break; sleep 0.1; done
-E="http://$(sed -n 's/.*msg=listening addr=\([^ ]*\).*/\1/p' "$work/ebsd.log" | head -1)"
+addr=""
+read -r -t 60 -u 3 addr || true
+exec 3<&-
+[ -n "$addr" ] || { echo "ebsd did not start:" >&2; cat "$work/ebsd.log" >&2; exit 1; }
+E="http://$addr"
 ctl() { "$EBSCTL" --endpoint-url "$E" --quiet "$@"; }
 t0=$(now); ctl upload --wait --state-dir "$work" "$base" >"$work/up1.out"; t1=$(now); sid1=$(head -1 "$work/up1.out")
 ebsd_in1=$(mbps "$size" "$t0" "$t1"); ebsd_s1=$(ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/')
