@@ -118,6 +118,15 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	if cfg.mount != "" {
 		opts := cfg.fuseTuning
 		opts.MountPoint, opts.Owner, opts.Logger, opts.ReadAheadKB = cfg.mount, cfg.accountID, log, cfg.readAheadKB
+		opts.AllowOther = cfg.mountAllowOther
+		opts.Default = fusefs.Access{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), FileMode: cfg.mountMode}
+		if cfg.mountUID >= 0 {
+			opts.Default.UID = uint32(cfg.mountUID)
+		}
+		if cfg.mountGID >= 0 {
+			opts.Default.GID = uint32(cfg.mountGID)
+		}
+		opts.Accounts = ids.mountAccounts
 		d.mount, err = fusefs.New(store, cache, opts)
 		if err != nil {
 			_ = ln.Close()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ebsd/ebsd/api"
 	"github.com/ebsd/ebsd/api/sigv4"
+	"github.com/ebsd/ebsd/fusefs"
 )
 
 // identity is who may use the daemon: the default account's key plus the accounts of
@@ -61,12 +62,14 @@ func (id *identity) reload() error {
 	return nil
 }
 
-// otherAccounts are the accounts of the credentials file other than the default one.
-func (id *identity) otherAccounts() []account {
-	var out []account
+// mountAccounts are the accounts of the credentials file other than the default one,
+// as the FUSE export shows them: a directory each, owned as the file says. Safe for
+// concurrent calls (the FUSE threads): it reads one atomic snapshot of the accounts.
+func (id *identity) mountAccounts() []fusefs.AccountDir {
+	var out []fusefs.AccountDir
 	for _, a := range *id.accounts.Load() {
 		if a.id != id.cfg.accountID {
-			out = append(out, a)
+			out = append(out, fusefs.AccountDir{ID: a.id, Access: fusefs.Access{UID: a.uid, GID: a.gid, FileMode: a.mode}})
 		}
 	}
 	return out
