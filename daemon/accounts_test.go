@@ -513,6 +513,8 @@ func TestConnectionCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln := newLimitListener(inner, 1)
+	full := make(chan struct{}, 1)
+	ln.onFull = func() { full <- struct{}{} }
 	defer ln.Close()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", inner.Addr().String())
@@ -536,6 +538,15 @@ func TestConnectionCap(t *testing.T) {
 		}
 		close(accepted)
 	}()
+	// Accept reports that it waits for a slot; until the first connection closes it
+	// cannot have accepted the second.
+	select {
+	case <-full:
+	case c := <-accepted:
+		t.Fatalf("a second connection was accepted while the only slot was taken (%v)", c)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept neither waited for a slot nor accepted")
+	}
 	select {
 	case <-accepted:
 		t.Fatal("a second connection was accepted while the only slot was taken")

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The AWS CLI v2 and boto3 from Debian (`make deps` installs them) run every EBS
@@ -65,7 +67,9 @@ echo "aws cli: every operation passed"
 func TestAWSCLI(t *testing.T) {
 	requireTool(t, "/usr/bin/aws", "awscli")
 	td := newTestDaemon(t)
-	cmd := exec.Command("bash", "-c", awsCLIScript, "bash", td.url(), t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", awsCLIScript, "bash", td.url(), t.TempDir())
 	cmd.Env = realClientEnv(t, testSecretAccessKey)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -74,13 +78,13 @@ func TestAWSCLI(t *testing.T) {
 	t.Logf("%s", out)
 
 	// A wrong secret: the CLI reports the exception AWS would have sent.
-	bad := exec.Command("/usr/bin/aws", "--endpoint-url", td.url(), "ebs", "start-snapshot", "--volume-size", "1")
+	bad := exec.CommandContext(ctx, "/usr/bin/aws", "--endpoint-url", td.url(), "ebs", "start-snapshot", "--volume-size", "1")
 	bad.Env = realClientEnv(t, "not-the-secret-of-this-key")
 	out, err = bad.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "InvalidSignatureException") {
 		t.Fatalf("AWS CLI with a wrong secret: %v\n%s", err, out)
 	}
-	bad = exec.Command("/usr/bin/aws", "--endpoint-url", td.url(), "ec2", "describe-snapshots")
+	bad = exec.CommandContext(ctx, "/usr/bin/aws", "--endpoint-url", td.url(), "ec2", "describe-snapshots")
 	bad.Env = realClientEnv(t, "not-the-secret-of-this-key")
 	out, err = bad.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "AuthFailure") {
@@ -132,7 +136,9 @@ func TestBoto3(t *testing.T) {
 		t.Fatalf("boto3 is missing: `make deps` installs Debian's python3-boto3 (%v)", err)
 	}
 	td := newTestDaemon(t)
-	cmd := exec.Command("/usr/bin/python3", "-c", boto3Script, td.url())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "-c", boto3Script, td.url())
 	cmd.Env = realClientEnv(t, testSecretAccessKey)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,7 @@ type config struct {
 	shutdownGrace time.Duration
 
 	// Set by tests, not by flags.
+	connState      func(net.Conn, http.ConnState) // told of every connection's state change
 	clock          cas.Clock
 	expireInterval int64 // nanoseconds; 0 = store default
 	maxPending     int

@@ -112,6 +112,7 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 			IdleTimeout:    2 * time.Minute,
 			MaxHeaderBytes: 4 * api.MaxHeaderBytes, // beyond api's limit: see api.MaxHeaderBytes
 			BaseContext:    func(net.Listener) context.Context { return baseCtx },
+			ConnState:      cfg.connState,
 			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 	}

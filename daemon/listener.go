@@ -22,6 +22,8 @@ type limitListener struct {
 	slots chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	// onFull, when set, is called each time Accept has to wait for a slot (tests).
+	onFull func()
 }
 
 func newLimitListener(l net.Listener, n int) *limitListener {
@@ -31,8 +33,15 @@ func newLimitListener(l net.Listener, n int) *limitListener {
 func (l *limitListener) Accept() (net.Conn, error) {
 	select {
 	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	default:
+		if l.onFull != nil {
+			l.onFull()
+		}
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {

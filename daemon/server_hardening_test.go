@@ -84,13 +84,21 @@ func TestNonHTTP1PrefacesGetAnAWSError(t *testing.T) {
 // TestShutdownFinishesWhateverARequestDoes: a request that never finishes (a body
 // that stops arriving) does not keep the daemon from stopping.
 func TestShutdownFinishesWhateverARequestDoes(t *testing.T) {
-	td := newTestDaemon(t, func(c *config) { c.shutdownGrace = 500 * time.Millisecond })
+	active := make(chan string, 16)
+	td := newTestDaemon(t, func(c *config) {
+		c.shutdownGrace = 500 * time.Millisecond
+		c.connState = func(c net.Conn, s http.ConnState) {
+			if s == http.StateActive {
+				active <- c.RemoteAddr().String()
+			}
+		}
+	})
+	id := startSnapshotID(t, td)
 	conn, err := net.Dial("tcp", td.d.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	id := startSnapshotID(t, td)
 	signed, _ := http.NewRequest("PUT", td.url()+"/snapshots/"+id+"/blocks/0", nil)
 	signed.Header.Set("x-amz-Data-Length", "524288")
 	signed.Header.Set("x-amz-Checksum", checksum(block(1)))
@@ -103,9 +111,19 @@ func TestShutdownFinishesWhateverARequestDoes(t *testing.T) {
 	if _, err := io.WriteString(conn, head+"\r\n"+strings.Repeat("x", 1000)); err != nil {
 		t.Fatal(err)
 	}
-	// The put is now in its handler, waiting for the rest of the body. The answer to a
-	// second request on another connection proves the server got this far.
-	startSnapshotID(t, td)
+	// The server has begun reading this connection's request (StateActive): a
+	// Shutdown now has to wait for it, and the body never ends.
+	for deadline := time.After(20 * time.Second); ; {
+		select {
+		case a := <-active:
+			if a != conn.LocalAddr().String() {
+				continue
+			}
+		case <-deadline:
+			t.Fatal("the stuck request never became active")
+		}
+		break
+	}
 	stopped := make(chan error, 1)
 	d := td.d
 	td.d = nil // the harness must not stop it again
