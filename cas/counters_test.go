@@ -266,3 +266,66 @@ func TestCountersBlockReadFailures(t *testing.T) {
 		t.Fatalf("BlockReadFailures = %d, want 1", n)
 	}
 }
+
+// Puts, deletes and collections running at once leave the counters equal to a scan:
+// every change is counted once, on the side of the commit that made it.
+func TestCountersExactUnderPutsDeletesAndGCAtOnce(t *testing.T) {
+	s := countedStore(t, t.TempDir(), nil)
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := context.Background()
+	shared := [][]byte{testBlock(1), testBlock(2), make([]byte, BlockSize)}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 3 {
+				snap, err := s.StartSnapshot(ctx, StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
+				if err != nil {
+					errs <- err
+					return
+				}
+				for i := range 8 {
+					b := shared[(i+w)%len(shared)]
+					if i%3 == 0 {
+						b = testBlock(uint64(100 + w*100 + round*10 + i)) // new to the store
+					}
+					if err := s.PutBlock(ctx, owner, snap.ID, int64(i), b, Sum(b)); err != nil {
+						errs <- err
+						return
+					}
+				}
+				if round == 1 { // a pending snapshot deleted: its map goes at once
+					err = s.DeleteSnapshot(ctx, owner, snap.ID)
+				} else {
+					_, err = s.CompleteSnapshot(ctx, owner, snap.ID, 8, nil)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 4 {
+			if _, err := s.GC(ctx, false); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	wantCountersMatchStats(t, s, "after concurrent puts, deletes and collections")
+	if _, err := s.GC(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	wantCountersMatchStats(t, s, "after a final collection")
+}
