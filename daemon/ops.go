@@ -95,14 +95,24 @@ func (o *opsListener) addr() string {
 	return o.ln.Addr().String()
 }
 
-// stop lets scrapes in flight finish, closes the listener and waits for its server,
-// then for a mount check still in flight (which ends once the mount is gone: stop
-// after unmounting).
+// opsDrain is how long stop lets requests in flight finish: scrapes take milliseconds,
+// but a pprof profile or trace may have 30 s to go, and shutdown must not wait for it.
+const opsDrain = 5 * time.Second
+
+// stop lets scrapes in flight finish (for at most opsDrain, then cuts connections),
+// closes the listener and waits for its server, then for a mount check still in flight
+// (which ends once the mount is gone: stop after unmounting).
 func (o *opsListener) stop(ctx context.Context) error {
 	var err error
 	if o.srv != nil {
-		if serr := o.srv.Shutdown(ctx); serr != nil {
-			err = fmt.Errorf("ops shutdown: %w", serr)
+		drain, cancel := context.WithTimeout(ctx, opsDrain)
+		serr := o.srv.Shutdown(drain)
+		cancel()
+		if serr != nil {
+			o.log.Warn("ops requests still running at shutdown: closing their connections", "err", serr)
+			if cerr := o.srv.Close(); cerr != nil {
+				err = fmt.Errorf("ops shutdown: %w", cerr)
+			}
 		}
 		if serr := <-o.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, fmt.Errorf("ops server: %w", serr))
