@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ebsd/ebsd/api"
+	"github.com/ebsd/ebsd/api/statuspage"
 	"github.com/ebsd/ebsd/cas"
 	"github.com/ebsd/ebsd/fusefs"
 )
@@ -25,6 +26,7 @@ type daemon struct {
 	store *cas.Store
 	cache *cas.BlockCache
 	mount *fusefs.Mount // nil without --mount
+	ops   *opsListener  // --metrics-listen: metrics, health, pprof, status page
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error // the HTTP server's exit
@@ -36,7 +38,16 @@ type daemon struct {
 const shutdownGrace = 30 * time.Second
 
 // start opens the store and begins serving. The caller owns the daemon and must stop it.
-func start(cfg config, log *slog.Logger) (*daemon, error) {
+func start(cfg config, log *slog.Logger) (d *daemon, err error) {
+	// What start has opened so far, closed in reverse if a later step fails.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	ids, err := newIdentity(cfg, log)
 	if err != nil {
 		return nil, err
@@ -63,11 +74,16 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	undo = append(undo, func() { _ = store.Close() })
+	tokenKey, err := store.Secret("api-tokens")
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		_ = store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
+	undo = append(undo, func() { _ = ln.Close() })
 	addr := ln.Addr().String()
 	if cfg.maxConnections > 0 {
 		ln = newLimitListener(ln, cfg.maxConnections)
@@ -77,23 +93,25 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	} else {
 		ln = prefaceListener{ln}
 	}
-	tokenKey, err := store.Secret("api-tokens")
+	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*4)
+	undo = append(undo, cache.Close)
+	status := statuspage.New(store, statuspage.Options{Logger: log.With("component", "statuspage")})
+	opsL, err := startOps(cfg, store, cache, status, log)
 	if err != nil {
-		_ = ln.Close()
-		_ = store.Close()
 		return nil, err
 	}
-	cache := cas.NewBlockCache(store, int64(cfg.cacheMB)<<20, runtime.GOMAXPROCS(0)*4)
+	undo = append(undo, func() { _ = opsL.stop(context.Background()) })
 	var limit api.RateLimiter
 	if cfg.rateLimit > 0 {
 		limit = api.NewAccountLimiter(cfg.rateLimit, cfg.rateBurst, nil)
 	}
 	handler := api.New(store, api.Config{
 		Auth: ids.authenticator(), AllowedHosts: ids.allowedHosts(addr), Limit: limit,
-		Logger: log, Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
+		Observer: opsL.observer(), Logger: log, Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
 	})
 	baseCtx, cancelRequests := context.WithCancel(context.Background())
-	d := &daemon{
+	undo = append(undo, cancelRequests)
+	d = &daemon{
 		log:            log,
 		ids:            ids,
 		cert:           cert,
@@ -101,6 +119,7 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 		cancelRequests: cancelRequests,
 		store:          store,
 		cache:          cache,
+		ops:            opsL,
 		ln:             ln,
 		done:           make(chan error, 1),
 		srv: &http.Server{
@@ -128,11 +147,8 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 			opts.Default.GID = uint32(cfg.mountGID)
 		}
 		opts.Accounts = ids.mountAccounts
-		d.mount, err = fusefs.New(store, cache, opts)
-		if err != nil {
-			_ = ln.Close()
-			cache.Close()
-			_ = store.Close()
+		opts.Reads = opsL.observer()
+		if d.mount, err = fusefs.New(store, cache, opts); err != nil {
 			return nil, err
 		}
 		store.OnDelete(d.mount.Forget)
@@ -144,8 +160,8 @@ func start(cfg config, log *slog.Logger) (*daemon, error) {
 	}
 	log.Info("listening", "addr", addr, "scheme", scheme, "data_dir", cfg.dataDir, "region", cfg.region, "account_id", cfg.accountID, "auth", cfg.auth)
 	if cfg.addrFile != "" {
-		if err := writeAddrFile(cfg.addrFile, addr); err != nil {
-			return nil, errors.Join(fmt.Errorf("--addr-file: %w", err), d.stop())
+		if werr := writeAddrFile(cfg.addrFile, addr); werr != nil {
+			return nil, errors.Join(fmt.Errorf("--addr-file: %w", werr), d.stop())
 		}
 	}
 	return d, nil
@@ -230,6 +246,10 @@ func (d *daemon) closeBackends() error {
 		if merr := d.mount.Close(ctx); merr != nil {
 			err = errors.Join(err, merr)
 		}
+	}
+	// After the unmount: a mount check still in flight ends with it.
+	if oerr := d.ops.stop(ctx); oerr != nil {
+		err = errors.Join(err, oerr)
 	}
 	d.cache.Close()
 	if cerr := d.store.Close(); cerr != nil {

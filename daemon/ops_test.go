@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // startTestOps serves the ops endpoints of a test daemon's store, cache and mount on a
@@ -146,5 +149,73 @@ func TestOpsWithoutListenAddressServesNothing(t *testing.T) {
 	}
 	if err := o.stop(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The daemon's own listener (--metrics-listen) counts the AWS API's requests by
+// operation and status, the bytes they carried, and reads through the FUSE mount.
+func TestOpsListenerCountsRequestsAndFUSEReads(t *testing.T) {
+	requireFUSE(t)
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	td := newTestDaemon(t, func(c *config) { c.mount = mnt; c.metricsListen = "127.0.0.1:0" })
+	o := td.d.ops
+	ctx := context.Background()
+	c := td.client()
+	snap := startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), Timeout: aws.Int32(60)})
+	id := *snap.SnapshotId
+	blocks := map[int32][]byte{0: block(1), 1: block(2), 2: block(0)}
+	for i, b := range blocks {
+		if err := putBlock(ctx, c, id, i, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := complete(ctx, c, id, blocks); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(mnt, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	code, body := opsGet(t, o, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, line := range []string{
+		`ebsd_api_requests_total{code="201",operation="StartSnapshot"} 1`,
+		`ebsd_api_requests_total{code="201",operation="PutSnapshotBlock"} 3`,
+		`ebsd_api_requests_total{code="202",operation="CompleteSnapshot"} 1`,
+		`ebsd_api_received_bytes_total{operation="PutSnapshotBlock"} 1.572864e+06`,
+		`ebsd_api_request_duration_seconds_count{operation="PutSnapshotBlock"} 3`,
+	} {
+		if !strings.Contains(body, "\n"+line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads float64
+	for _, m := range fams["ebsd_fuse_reads_total"].GetMetric() {
+		if m.GetLabel()[0].GetValue() == "ok" {
+			reads = m.GetCounter().GetValue()
+		}
+	}
+	readBytes := fams["ebsd_fuse_read_bytes_total"].GetMetric()[0].GetCounter().GetValue()
+	if reads < 1 || readBytes < 1<<20 {
+		t.Errorf("FUSE reads %v, bytes %v: want at least one read and the 1 MiB read", reads, readBytes)
+	}
+	if code, body := opsGet(t, o, "/readyz"); code != http.StatusOK || !strings.Contains(body, "mount: ok") {
+		t.Errorf("/readyz: %d\n%s", code, body)
+	}
+	// The status page is served at / of the same listener.
+	if code, body := opsGet(t, o, "/"); code != http.StatusOK || !strings.Contains(body, id) {
+		t.Errorf("status page: %d, snapshot %s not shown", code, id)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -93,7 +94,23 @@ func (h *imageHandle) Release(context.Context) syscall.Errno {
 	return 0
 }
 
+// Read answers a read, telling the observer (metrics) what it returned.
 func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	obs := h.file.exp.reads
+	if obs == nil {
+		return h.read(ctx, dest, off)
+	}
+	start := time.Now()
+	res, errno := h.read(ctx, dest, off)
+	n := 0
+	if res != nil {
+		n = res.Size()
+	}
+	obs.ObserveFUSERead(n, time.Since(start), errno != 0)
+	return res, errno
+}
+
+func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	size := h.file.size()
 	if off >= size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0

@@ -42,10 +42,19 @@ type Options struct {
 	MaxRequest    int
 	MaxBackground int
 	NoKeepCache   bool
+	// Reads, when set, is told about every read of an image file (metrics).
+	Reads ReadObserver
+}
+
+// ReadObserver is told, for each read of an image file, the bytes it returned, how
+// long ebsd took to answer and whether it failed (EIO, EINTR).
+type ReadObserver interface {
+	ObserveFUSERead(bytes int, d time.Duration, failed bool)
 }
 
 // export is the state every node shares.
 type export struct {
+	reads        ReadObserver // nil: reads are not observed
 	src          Source
 	blocks       Blocks
 	owner        string // the default account
@@ -100,7 +109,7 @@ func New(src Source, blocks Blocks, opts Options) (*Mount, error) {
 	if opts.MaxBackground == 0 {
 		opts.MaxBackground = maxBackground
 	}
-	exp := &export{
+	exp := &export{reads: opts.Reads,
 		src: src, blocks: blocks, owner: opts.Owner, def: opts.Default.orDaemon(), accounts: opts.Accounts,
 		log: log, cacheTimeout: cacheTimeout, keepCache: !opts.NoKeepCache, mounted: time.Now(),
 	}
