@@ -236,12 +236,6 @@ func (td *testDaemon) raw(method, path string, header map[string]string, body io
 	return td.rawSigned(method, path, header, body, contentLength, true)
 }
 
-// rawUnsigned sends a request with no signature at all.
-func (td *testDaemon) rawUnsigned(method, path string, header map[string]string, body io.Reader, contentLength int64) rawResponse {
-	td.t.Helper()
-	return td.rawSigned(method, path, header, body, contentLength, false)
-}
-
 func (td *testDaemon) rawSigned(method, path string, header map[string]string, body io.Reader, contentLength int64, sign bool) rawResponse {
 	td.t.Helper()
 	req, err := http.NewRequest(method, td.url()+path, body)
