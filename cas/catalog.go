@@ -139,10 +139,16 @@ func (s *Store) Snapshot(ctx context.Context, owner, id string) (Snapshot, error
 
 // Snapshots returns every snapshot of the owner, in no particular order.
 func (s *Store) Snapshots(owner string) []Snapshot {
+	return s.snapshotsWhere(func(e *entry) bool { return e.owner == owner && !e.deleted.Load() })
+}
+
+// snapshotsWhere returns the records of the entries keep selects. Records are read
+// after the catalog lock is released: each entry guards its own.
+func (s *Store) snapshotsWhere(keep func(*entry) bool) []Snapshot {
 	s.snapsMu.RLock()
 	entries := make([]*entry, 0, len(s.snaps))
 	for _, e := range s.snaps {
-		if e.owner == owner && !e.deleted.Load() {
+		if keep(e) {
 			entries = append(entries, e)
 		}
 	}

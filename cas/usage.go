@@ -69,19 +69,7 @@ const usageMaxTracked = 1 << 19
 // AllSnapshots returns every live (not deleted) snapshot of every owner, in no
 // particular order. It is for the operator's status page; the APIs list per owner.
 func (s *Store) AllSnapshots() []Snapshot {
-	s.snapsMu.RLock()
-	entries := make([]*entry, 0, len(s.snaps))
-	for _, e := range s.snaps {
-		if !e.deleted.Load() {
-			entries = append(entries, e)
-		}
-	}
-	s.snapsMu.RUnlock()
-	out := make([]Snapshot, len(entries))
-	for i, e := range entries {
-		out[i] = e.snapshot()
-	}
-	return out
+	return s.snapshotsWhere(func(e *entry) bool { return !e.deleted.Load() })
 }
 
 // Usage scans the block maps and blocks for per-snapshot and total storage efficiency.
@@ -178,17 +166,7 @@ func (s *Store) usage(ctx context.Context, maxTracked int) (Usage, error) {
 // allEntries copies the catalog: live and deleted snapshots alike, since views read
 // through deleted ancestors.
 func (s *Store) allEntries() []Snapshot {
-	s.snapsMu.RLock()
-	entries := make([]*entry, 0, len(s.snaps))
-	for _, e := range s.snaps {
-		entries = append(entries, e)
-	}
-	s.snapsMu.RUnlock()
-	out := make([]Snapshot, len(entries))
-	for i, e := range entries {
-		out[i] = e.snapshot()
-	}
-	return out
+	return s.snapshotsWhere(func(*entry) bool { return true })
 }
 
 // digestBuckets splits the digest space by its first two bytes. SHA-256 digests spread
