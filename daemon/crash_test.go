@@ -108,15 +108,21 @@ type lineWatch struct {
 	ch chan []string // gets the first matching line's submatches
 }
 
-var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
 // childDeadline bounds every wait on a child process.
 const childDeadline = 60 * time.Second
 
 func startChild(t *testing.T, dataDir string, env ...string) *childDaemon {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "EBSD_TEST_RUN_AS_DAEMON=1", "EBSD_DATA_DIR="+dataDir, "EBSD_LISTEN=127.0.0.1:0", "EBSD_LOG_LEVEL=info")
+	// The daemon says where it listens on a pipe (--addr-file /dev/fd/3): nothing parses
+	// its log for that.
+	addrR, addrW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer addrR.Close()
+	cmd.ExtraFiles = []*os.File{addrW}
+	cmd.Env = append(os.Environ(), "EBSD_TEST_RUN_AS_DAEMON=1", "EBSD_DATA_DIR="+dataDir, "EBSD_LISTEN=127.0.0.1:0", "EBSD_LOG_LEVEL=info", "EBSD_ADDR_FILE=/dev/fd/3")
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -129,8 +135,8 @@ func startChild(t *testing.T, dataDir string, env ...string) *childDaemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	addrW.Close() // the child has its own copy; EOF on addrR once the child is gone
 	c := &childDaemon{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
-	listening := c.expect(listeningLine)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -148,7 +154,22 @@ func startChild(t *testing.T, dataDir string, env ...string) *childDaemon {
 			<-c.exited // a killed process always exits
 		}
 	})
-	c.addr = c.await(t, listening, "the daemon to listen")[1]
+	addr := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(addrR).ReadString('\n')
+		addr <- strings.TrimSpace(line)
+	}()
+	select {
+	case a := <-addr:
+		if a == "" {
+			<-c.exited
+			t.Fatalf("the daemon exited before listening: %v\n%s", c.waitErr, c.logText())
+		}
+		c.addr = a
+	case <-time.After(childDeadline):
+		_ = cmd.Process.Kill()
+		t.Fatalf("waited %s for the daemon to listen:\n%s", childDeadline, c.logText())
+	}
 	return c
 }
 
