@@ -30,7 +30,7 @@ type config struct {
 	readAheadKB  int
 	fuseTuning   fusefs.Options // benchmark-only overrides of the mount options
 	gcInterval   time.Duration
-	vlogFileSize int64 // tests make value-log files small to see space come back
+	vlogFileSize int64 // 0: derived from the file system's size (cas.Options); tests make it small to see space come back
 	logLevel     slog.Level
 
 	// Identity (see README "Credentials and accounts").
@@ -54,7 +54,8 @@ type config struct {
 	rateBurst      int
 	maxConnections int
 
-	metricsListen string // /metrics, /healthz, /readyz, pprof, status page; empty: none
+	metricsListen    string // /metrics, /healthz, /readyz, pprof, status page; empty: none
+	metricsListenSet bool   // given by flag or environment, not the default
 
 	// shutdownGrace is how long a stop waits for requests in flight; 0 = 30 s.
 	shutdownGrace time.Duration
@@ -91,7 +92,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&compression, "compression", string(cas.CompressZstd), "codec for new blocks: zstd (best ratio), s2 (faster) or none")
 	fs.IntVar(&c.cacheMB, "cache-mb", 256, "MiB of decompressed blocks cached for reads, shared by API and FUSE")
 	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", 4096, "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128")
-	fs.Int64Var(&vlogMB, "vlog-file-mb", 256, "size of Badger value-log files in MiB; space comes back a file at a time")
+	fs.Int64Var(&vlogMB, "vlog-file-mb", 0, "size of Badger value-log files in MiB; space comes back a file at a time. 0: 256, or a sixteenth of the data directory's file system when that is smaller")
 	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often garbage collection runs in the background; 0 disables it")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 
@@ -126,6 +127,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.metricsListenSet = getenv("EBSD_METRICS_LISTEN") != ""
+	fs.Visit(func(f *flag.Flag) { c.metricsListenSet = c.metricsListenSet || f.Name == "metrics-listen" })
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,5 +86,28 @@ func TestAddrFile(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("nothing arrived on the FIFO")
+	}
+}
+
+// TestDefaultMetricsAddressInUse: a second daemon on the host still serves its API when
+// the default ops address is taken, but an address the operator asked for must bind.
+func TestDefaultMetricsAddressInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	td := newTestDaemon(t, func(c *config) { c.metricsListen = taken.Addr().String() })
+	if a := td.d.ops.addr(); a != "" {
+		t.Fatalf("ops listener on %s, want none", a)
+	}
+	if r := td.raw("GET", "/ebsd/v1/stats", nil, nil, 0); r.status != 200 {
+		t.Fatalf("API without the ops listener: %d", r.status)
+	}
+	cfg := td.cfg
+	cfg.dataDir, cfg.metricsListen, cfg.metricsListenSet = t.TempDir(), taken.Addr().String(), true
+	if d, err := start(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		_ = d.stop()
+		t.Fatal("a daemon started without the ops address it was given")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/ebsd/ebsd/api/ops"
@@ -53,6 +54,13 @@ func startOps(cfg config, store *cas.Store, cache *cas.BlockCache, extra http.Ha
 		return o, nil
 	}
 	ln, err := net.Listen("tcp", cfg.metricsListen)
+	if err != nil && !cfg.metricsListenSet && errors.Is(err, syscall.EADDRINUSE) {
+		// Only the default address is taken (another ebsd on this host): the API still
+		// serves; the operator who wants the ops endpoints names an address.
+		log.Warn("ops listener not started: its default address is in use; set --metrics-listen (or EBSD_METRICS_LISTEN) to serve /metrics, /readyz and the status page",
+			"addr", cfg.metricsListen)
+		return o, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen %s: %w", cfg.metricsListen, err)
 	}
