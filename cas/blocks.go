@@ -61,12 +61,23 @@ func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error 
 		if err != nil {
 			return err
 		}
-		if !has {
+		// A stored copy known to be corrupt is replaced by this put's verified bytes
+		// (only marked digests are read back: a dedup hit stays a key lookup).
+		replace, err := s.healOnPut(d)
+		if err != nil {
+			return err
+		}
+		if !has || replace {
 			buf := s.getBuf()
 			defer s.putBuf(buf)
 			op.blockKey = bk
 			op.value, op.tag = s.comp.encode(*buf, data)
 		}
+		if err := s.submit(op); err != nil {
+			return fmt.Errorf("cas: write block %d of %s: %w", index, id, err)
+		}
+		// Still under the stripe: no noteCorrupt of d runs until the mark is settled.
+		return s.healed(d, replace)
 	}
 	if err := s.submit(op); err != nil {
 		return fmt.Errorf("cas: write block %d of %s: %w", index, id, err)
@@ -108,10 +119,12 @@ func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
 	})
 	if err != nil {
 		s.ctr.readFailures.Add(1)
+		s.markAfterFailedRead(d)
 		return nil, fmt.Errorf("%w: block %s: %w", ErrCorruptBlock, d, err)
 	}
 	if len(out)-len(dst) != BlockSize || Sum(out[len(dst):]) != d {
 		s.ctr.readFailures.Add(1)
+		s.markAfterFailedRead(d)
 		return nil, fmt.Errorf("%w: block %s does not hash to its key", ErrCorruptBlock, d)
 	}
 	return out, nil

@@ -316,6 +316,9 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 	if aggregate != nil && *aggregate != linear {
 		return "", fmt.Errorf("%w: computed LINEAR SHA256 %s over %d blocks, the request says %s", ErrAggregateMismatch, linear.Base64(), count, aggregate.Base64())
 	}
+	if err := s.checkMappedSound(ctx, id); err != nil {
+		return "", err
+	}
 	rec := e.rec.clone()
 	if rec.DataBlocks, rec.StoredBytes, err = s.completionSizes(ctx, rec); err != nil {
 		return "", err

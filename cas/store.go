@@ -40,6 +40,13 @@ type Options struct {
 	// space back a whole file at a time and never from the file being written, so
 	// smaller files return space sooner (default 256 MiB).
 	ValueLogFileSize int64
+	// ScrubInterval is how often a scrub (scrub.go) re-reads and verifies every stored
+	// block and catalog record in the background; 0 or negative never (ebsctl scrub and
+	// the admin endpoint run one on demand).
+	ScrubInterval time.Duration
+	// ScrubBytesPerSec bounds how fast a background scrub reads stored bytes, so it
+	// never crowds out clients; 0 means DefaultScrubBytesPerSec.
+	ScrubBytesPerSec int64
 	// Hooks are test seams (hooks.go); production leaves them zero.
 	Hooks Hooks
 }
@@ -80,6 +87,8 @@ type Store struct {
 
 	startMu sync.Mutex // serialises StartSnapshot: token check, limits, creation
 	ctr     counters   // running totals for metrics (counters.go)
+	heal    healState  // blocks known to be corrupt (heal.go)
+	scrub   scrubState // one scrub at a time, and the history of scrubs (scrub.go)
 	snapsMu sync.RWMutex
 	snaps   map[string]*entry
 
@@ -148,6 +157,10 @@ func Open(opts Options) (*Store, error) {
 		s.closeResources()
 		return nil, err
 	}
+	if err := s.loadCorruptMarks(); err != nil {
+		s.closeResources()
+		return nil, err
+	}
 	// Nothing has written yet: a transaction begun now is the exact cut between what
 	// the background count at open sees and what the counters' deltas see.
 	s.wg.Add(1)
@@ -161,6 +174,10 @@ func Open(opts Options) (*Store, error) {
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
 		go s.gcLoop(opts.GCInterval)
+	}
+	if opts.ScrubInterval > 0 {
+		s.wg.Add(1)
+		go s.scrubLoop(opts.ScrubInterval)
 	}
 	return s, nil
 }

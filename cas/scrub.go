@@ -1,0 +1,528 @@
+package cas
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// DefaultScrubBytesPerSec is a background scrub's read rate unless configured: gentle
+// enough to leave a disk's bandwidth to clients, fast enough to read 5 TB a day.
+const DefaultScrubBytesPerSec = 64 << 20
+
+// Bounds on what a report lists (every corrupt block is marked whatever the bounds).
+const (
+	maxReportedBlocks    = 1000
+	maxReportedUses      = 100 // snapshots per corrupt block
+	maxReportedIndexes   = 100 // indexes per snapshot and corrupt block
+	maxReportedRecords   = 1000
+	scrubBlocksPerTxn    = 256 // a scrub reads in short transactions: it never pins a long-lived read view
+	scrubRecordsPerTxn   = 4096
+	scrubHistoryLen      = 20
+	scrubRateGranularity = 4 << 20 // the limiter sleeps once per this many bytes at most
+)
+
+// ScrubOptions tune one scrub.
+type ScrubOptions struct {
+	// BytesPerSec bounds the stored bytes read per second; 0 or negative: no bound.
+	BytesPerSec int64
+}
+
+// ScrubReport says what a scrub checked and found.
+type ScrubReport struct {
+	BlocksChecked  int64 `json:"blocksChecked"`
+	BytesChecked   int64 `json:"bytesChecked"` // stored (compressed) bytes read
+	RecordsChecked int64 `json:"recordsChecked"`
+	// CorruptBlockCount counts every corrupt or missing block found; CorruptBlocks lists
+	// up to 1000 of them with the snapshots and indexes that map each.
+	CorruptBlockCount int            `json:"corruptBlockCount"`
+	CorruptBlocks     []CorruptBlock `json:"corruptBlocks"`
+	// CorruptRecordCount counts catalog records that do not decode; CorruptRecords lists
+	// up to 1000.
+	CorruptRecordCount int             `json:"corruptRecordCount"`
+	CorruptRecords     []CorruptRecord `json:"corruptRecords"`
+	// MarksCleared counts blocks known to be corrupt that verify now (healed since).
+	MarksCleared int           `json:"marksCleared"`
+	BytesPerSec  int64         `json:"bytesPerSec"` // the bound it ran under; 0: none
+	Duration     time.Duration `json:"durationNs"`
+}
+
+// CorruptBlock is one block whose stored copy is corrupt or missing.
+type CorruptBlock struct {
+	Digest   string `json:"digest"`   // hex
+	Checksum string `json:"checksum"` // base64, as x-amz-Checksum
+	Problem  string `json:"problem"`
+	// Uses are the snapshots whose own block map points at the block (at most 100);
+	// UseCount counts them all. A put of the block's bytes to any of them heals it.
+	UseCount int        `json:"useCount"`
+	Uses     []BlockUse `json:"uses"`
+}
+
+// BlockUse is one snapshot mapping a corrupt block.
+type BlockUse struct {
+	SnapshotID string  `json:"snapshotId"`
+	OwnerID    string  `json:"ownerId"`
+	Status     Status  `json:"status"`
+	Deleted    bool    `json:"deleted,omitempty"`
+	IndexCount int     `json:"indexCount"`
+	Indexes    []int64 `json:"indexes"` // ascending, at most 100
+}
+
+// CorruptRecord is a catalog record that does not decode or hold what its key says.
+type CorruptRecord struct {
+	Key     string `json:"key"` // Go-quoted
+	Problem string `json:"problem"`
+}
+
+// ScrubRun is one scrub as the history keeps it.
+type ScrubRun struct {
+	Start    time.Time
+	Duration time.Duration
+	Report   ScrubReport
+	Err      string // empty when the scrub finished
+}
+
+// ScrubTotals sum up the scrubs since the store opened, and the known-corrupt set.
+type ScrubTotals struct {
+	Runs, Failures                          int64 // finished scrubs; failed or cancelled ones
+	BlocksChecked, BytesChecked             int64
+	CorruptBlocksFound, CorruptRecordsFound int64 // summed over runs: one block found twice counts twice
+	LastSuccess                             time.Time
+	Last                                    ScrubRun // its Start is zero if none ran
+	CorruptBlocksKnown                      int64    // marked now: found and not healed
+	BlocksHealed                            int64    // corrupt copies replaced by puts since open
+}
+
+// scrubState is the Store's scrub bookkeeping.
+type scrubState struct {
+	run    sync.Mutex // one scrub at a time
+	mu     sync.Mutex // guards what follows
+	ring   [scrubHistoryLen]ScrubRun
+	next   int
+	n      int
+	totals ScrubTotals
+}
+
+// Scrub re-reads every stored block, decompresses and re-hashes it, and checks that the
+// catalog's records decode: snapshot records, block-map entries (32-byte digests of
+// blocks that exist) and client-token records. Every corrupt or missing block found is
+// marked (heal.go), so that a put of its bytes replaces it and CompleteSnapshot refuses
+// snapshots that map it; the report names the snapshots and indexes that map each.
+// Blocks marked before that verify now are unmarked. Scrub runs beside puts, reads and
+// collections: it reads in short transactions and confirms each finding under the
+// block's stripe lock before marking.
+func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err error) {
+	s.scrub.run.Lock()
+	defer s.scrub.run.Unlock()
+	start := time.Now()
+	defer func() { s.recordScrub(start, rep, err) }()
+	rep = ScrubReport{BytesPerSec: max(o.BytesPerSec, 0)}
+	lim := rateLimiter{rate: o.BytesPerSec, start: start, stop: s.stop}
+	corrupt := make(map[Digest]string) // confirmed corrupt: problem
+	if err := s.scrubBlocks(ctx, &lim, &rep, corrupt); err != nil {
+		return rep, err
+	}
+	uses := make(map[Digest]map[string][]int64)
+	if err := s.scrubMaps(ctx, &rep, corrupt, uses); err != nil {
+		return rep, err
+	}
+	if err := s.scrubRecords(ctx, &rep); err != nil {
+		return rep, err
+	}
+	s.reportCorrupt(&rep, corrupt, uses)
+	rep.Duration = time.Since(start)
+	lvl := s.log.Info
+	if rep.CorruptBlockCount > 0 || rep.CorruptRecordCount > 0 {
+		lvl = s.log.Error
+	}
+	lvl("scrub", "blocks_checked", rep.BlocksChecked, "bytes_checked", rep.BytesChecked,
+		"records_checked", rep.RecordsChecked, "corrupt_blocks", rep.CorruptBlockCount,
+		"corrupt_records", rep.CorruptRecordCount, "marks_cleared", rep.MarksCleared, "duration", rep.Duration)
+	return rep, nil
+}
+
+// scrubBlocks verifies every stored block, a short transaction at a time.
+func (s *Store) scrubBlocks(ctx context.Context, lim *rateLimiter, rep *ScrubReport, corrupt map[Digest]string) error {
+	buf := s.getBuf()
+	defer s.putBuf(buf)
+	scratch := (*buf)[:0:cap(*buf)]
+	var suspects []Digest
+	after := []byte{prefixBlock}
+	for done := false; !done; {
+		suspects = suspects[:0]
+		var n int
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
+			defer it.Close()
+			for it.Seek(after); it.Valid(); it.Next() {
+				item := it.Item()
+				k := item.Key()
+				if bytes.Equal(k, after) {
+					continue // the last key of the previous transaction
+				}
+				if n == scrubBlocksPerTxn {
+					return nil
+				}
+				n++
+				after = item.KeyCopy(after[:0])
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if len(k) != 1+len(Digest{}) {
+					appendRecord(rep, k, fmt.Sprintf("block key of %d bytes", len(k)))
+					continue
+				}
+				d := Digest(k[1:])
+				var problem string
+				if err := item.Value(func(v []byte) error {
+					problem = s.checkValue(scratch, v, codec(item.UserMeta()), d)
+					return nil
+				}); err != nil {
+					problem = "cannot read: " + err.Error()
+				}
+				rep.BlocksChecked++
+				rep.BytesChecked += item.ValueSize()
+				if problem != "" || s.knownCorrupt(d) {
+					suspects = append(suspects, d)
+				}
+				if err := lim.wait(ctx, item.ValueSize()); err != nil {
+					return err
+				}
+			}
+			done = true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cas: scrub blocks: %w", err)
+		}
+		// Outside the transaction: confirming takes the stripe lock and may write.
+		for _, d := range suspects {
+			if err := s.confirm(d, corrupt, rep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// confirm checks a suspect block again under its stripe: a corrupt one is marked and
+// kept in corrupt, a marked one that verifies now is unmarked.
+func (s *Store) confirm(d Digest, corrupt map[Digest]string, rep *ScrubReport) error {
+	if _, seen := corrupt[d]; seen {
+		return nil
+	}
+	wasMarked := s.knownCorrupt(d)
+	problem, err := s.noteCorrupt(d)
+	if err != nil {
+		return err
+	}
+	if problem != "" {
+		corrupt[d] = problem
+		return nil
+	}
+	if wasMarked {
+		still, err := s.recheckCorrupt(d)
+		if err != nil {
+			return err
+		}
+		if !still {
+			rep.MarksCleared++
+		}
+	}
+	return nil
+}
+
+// scrubMaps checks every block-map entry (a 32-byte digest of a stored block) and
+// records which snapshots and indexes map the corrupt blocks.
+func (s *Store) scrubMaps(ctx context.Context, rep *ScrubReport, corrupt map[Digest]string, uses map[Digest]map[string][]int64) error {
+	after := []byte{prefixMap}
+	var missing []Digest
+	for done := false; !done; {
+		missing = missing[:0]
+		var n int
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true, PrefetchSize: 256})
+			defer it.Close()
+			for it.Seek(after); it.Valid(); it.Next() {
+				item := it.Item()
+				k := item.Key()
+				if bytes.Equal(k, after) {
+					continue
+				}
+				if n == scrubRecordsPerTxn {
+					return nil
+				}
+				n++
+				after = item.KeyCopy(after[:0])
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				rep.RecordsChecked++
+				if len(k) < 1+1+1+8 || k[len(k)-9] != '/' {
+					appendRecord(rep, k, "block-map key is not snapshot id / index")
+					continue
+				}
+				var d Digest
+				bad := false
+				if err := item.Value(func(v []byte) error {
+					if len(v) != len(d) {
+						bad = true
+						appendRecord(rep, k, fmt.Sprintf("block-map entry of %d bytes, not a digest", len(v)))
+					}
+					copy(d[:], v)
+					return nil
+				}); err != nil {
+					appendRecord(rep, k, "cannot read: "+err.Error())
+					continue
+				}
+				if bad || d == ZeroDigest {
+					continue
+				}
+				if _, known := corrupt[d]; !known {
+					// Present in this transaction's view, or missing: a map entry and its
+					// block commit together and collection deletes only unmapped blocks.
+					if _, err := txn.Get(blockKey(d)); err == nil {
+						continue
+					} else if !errors.Is(err, badger.ErrKeyNotFound) {
+						return err
+					}
+					missing = append(missing, d)
+					corrupt[d] = "missing"
+				}
+				id := string(k[1 : len(k)-9])
+				if uses[d] == nil {
+					uses[d] = make(map[string][]int64)
+				}
+				uses[d][id] = append(uses[d][id], indexFromMapKey(k))
+			}
+			done = true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cas: scrub block maps: %w", err)
+		}
+		for _, d := range missing {
+			if _, err := s.noteCorrupt(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// scrubRecords checks that snapshot and client-token records decode.
+func (s *Store) scrubRecords(ctx context.Context, rep *ScrubReport) error {
+	check := func(prefix byte, fn func(k, v []byte) string) error {
+		return s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}, PrefetchValues: true})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				rep.RecordsChecked++
+				k := it.Item().Key()
+				var problem string
+				if err := it.Item().Value(func(v []byte) error { problem = fn(k, v); return nil }); err != nil {
+					problem = "cannot read: " + err.Error()
+				}
+				if problem != "" {
+					appendRecord(rep, k, problem)
+				}
+			}
+			return nil
+		})
+	}
+	err := check(prefixSnapshot, func(k, v []byte) string {
+		var rec Snapshot
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return "snapshot record does not decode: " + err.Error()
+		}
+		if rec.ID != string(k[1:]) || !ValidSnapshotID(rec.ID) {
+			return fmt.Sprintf("snapshot record holds id %q", rec.ID)
+		}
+		return ""
+	})
+	if err == nil {
+		err = check(prefixToken, func(_, v []byte) string {
+			var rec tokenRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return "client-token record does not decode: " + err.Error()
+			}
+			if !ValidSnapshotID(rec.SnapshotID) {
+				return fmt.Sprintf("client-token record names snapshot %q", rec.SnapshotID)
+			}
+			return ""
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("cas: scrub records: %w", err)
+	}
+	return nil
+}
+
+func appendRecord(rep *ScrubReport, k []byte, problem string) {
+	rep.CorruptRecordCount++
+	if len(rep.CorruptRecords) < maxReportedRecords {
+		rep.CorruptRecords = append(rep.CorruptRecords, CorruptRecord{Key: strconv.Quote(string(k)), Problem: problem})
+	}
+}
+
+// reportCorrupt lists the corrupt blocks, each with the snapshots that map it.
+func (s *Store) reportCorrupt(rep *ScrubReport, corrupt map[Digest]string, uses map[Digest]map[string][]int64) {
+	rep.CorruptBlockCount = len(corrupt)
+	ds := make([]Digest, 0, len(corrupt))
+	for d := range corrupt {
+		ds = append(ds, d)
+	}
+	slices.SortFunc(ds, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+	for _, d := range ds[:min(len(ds), maxReportedBlocks)] {
+		cb := CorruptBlock{Digest: d.String(), Checksum: d.Base64(), Problem: corrupt[d], UseCount: len(uses[d]), Uses: []BlockUse{}}
+		ids := make([]string, 0, len(uses[d]))
+		for id := range uses[d] {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids[:min(len(ids), maxReportedUses)] {
+			idx := uses[d][id]
+			slices.Sort(idx)
+			u := BlockUse{SnapshotID: id, IndexCount: len(idx), Indexes: idx[:min(len(idx), maxReportedIndexes)]}
+			s.snapsMu.RLock()
+			e := s.snaps[id]
+			s.snapsMu.RUnlock()
+			if e != nil {
+				snap := e.snapshot()
+				u.OwnerID, u.Status, u.Deleted = snap.OwnerID, snap.Status, !snap.DeletedAt.IsZero()
+			}
+			cb.Uses = append(cb.Uses, u)
+		}
+		rep.CorruptBlocks = append(rep.CorruptBlocks, cb)
+	}
+	if rep.CorruptBlocks == nil {
+		rep.CorruptBlocks = []CorruptBlock{}
+	}
+	if rep.CorruptRecords == nil {
+		rep.CorruptRecords = []CorruptRecord{}
+	}
+}
+
+// rateLimiter paces a scrub to rate bytes per second on average since start.
+type rateLimiter struct {
+	rate    int64
+	start   time.Time
+	total   int64
+	pending int64
+	stop    <-chan struct{}
+}
+
+// wait accounts n bytes read and sleeps until the average rate is back under the bound.
+func (l *rateLimiter) wait(ctx context.Context, n int64) error {
+	if l.rate <= 0 {
+		return nil
+	}
+	l.total += n
+	l.pending += n
+	if l.pending < scrubRateGranularity {
+		return nil
+	}
+	l.pending = 0
+	due := l.start.Add(time.Duration(float64(l.total) / float64(l.rate) * float64(time.Second)))
+	d := time.Until(due)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.stop:
+		return ErrClosed
+	}
+}
+
+// scrubLoop runs a scrub every interval at the configured rate, until the store closes.
+func (s *Store) scrubLoop(every time.Duration) {
+	defer s.wg.Done()
+	rate := s.opts.ScrubBytesPerSec
+	if rate == 0 {
+		rate = DefaultScrubBytesPerSec
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-s.stop; cancel() }() // ends with the loop: cancel closes it either way
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if _, err := s.Scrub(ctx, ScrubOptions{BytesPerSec: rate}); err != nil && ctx.Err() == nil {
+				s.log.Error("scrub", "err", err)
+			}
+		}
+	}
+}
+
+// recordScrub remembers a finished scrub; Scrub defers it, so failed runs count too.
+func (s *Store) recordScrub(start time.Time, rep ScrubReport, err error) {
+	run := ScrubRun{Start: start, Duration: rep.Duration, Report: rep}
+	if err != nil || run.Duration == 0 {
+		run.Duration = time.Since(start)
+	}
+	if err != nil {
+		run.Err = err.Error()
+	}
+	h := &s.scrub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ring[h.next] = run
+	h.next = (h.next + 1) % scrubHistoryLen
+	h.n = min(h.n+1, scrubHistoryLen)
+	t := &h.totals
+	t.Last = run
+	if err != nil {
+		t.Failures++
+	} else {
+		t.Runs++
+		t.LastSuccess = start
+	}
+	t.BlocksChecked += rep.BlocksChecked
+	t.BytesChecked += rep.BytesChecked
+	t.CorruptBlocksFound += int64(rep.CorruptBlockCount)
+	t.CorruptRecordsFound += int64(rep.CorruptRecordCount)
+}
+
+// ScrubHistory returns the last 20 scrubs since the store opened, newest first.
+func (s *Store) ScrubHistory() []ScrubRun {
+	h := &s.scrub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]ScrubRun, 0, h.n)
+	for i := 1; i <= h.n; i++ {
+		out = append(out, h.ring[(h.next-i+scrubHistoryLen)%scrubHistoryLen])
+	}
+	return out
+}
+
+// ScrubTotals returns the scrub totals since the store opened, with the number of
+// blocks known to be corrupt now and the number healed by puts.
+func (s *Store) ScrubTotals() ScrubTotals {
+	s.scrub.mu.Lock()
+	t := s.scrub.totals
+	s.scrub.mu.Unlock()
+	t.CorruptBlocksKnown = s.heal.n.Load()
+	t.BlocksHealed = s.heal.healed.Load()
+	return t
+}
