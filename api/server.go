@@ -81,6 +81,7 @@ func New(store Store, cfg Config) *Server {
 	s.handle("GET /snapshots/{id}/blocks/{index}", "GetSnapshotBlock", s.getSnapshotBlock)
 	s.handle("GET "+AdminPrefix+"stats", "ebsd:Stats", s.stats)
 	s.handle("POST "+AdminPrefix+"gc", "ebsd:GC", s.collectGarbage)
+	s.handle("POST "+AdminPrefix+"scrub", "ebsd:Scrub", s.scrub)
 	s.handle("GET "+AdminPrefix+"snapshots/{id}/digests", "ebsd:Digests", s.digests)
 	s.handle("POST /{$}", "EC2", s.ec2)
 	s.handle("GET /{$}", "EC2", s.ec2)
