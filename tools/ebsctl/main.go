@@ -32,6 +32,7 @@ func commands() []command {
 		{"bench", "storage-efficiency report (dedup, compression, growth) for images or a store", runBench},
 		{"stats", "show what an ebsd store holds (ebsd only)", runStats},
 		{"gc", "reclaim the space of deleted snapshots now (ebsd only)", runGC},
+		{"scrub", "verify every stored block and record now; list what is corrupt (ebsd only)", runScrub},
 	}
 }
 
