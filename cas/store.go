@@ -45,7 +45,7 @@ type Options struct {
 	// the admin endpoint run one on demand).
 	ScrubInterval time.Duration
 	// ScrubBytesPerSec bounds how fast a background scrub reads stored bytes, so it
-	// never crowds out clients; 0 means DefaultScrubBytesPerSec.
+	// never crowds out clients; 0 means DefaultScrubBytesPerSec, negative no bound.
 	ScrubBytesPerSec int64
 	// Hooks are test seams (hooks.go); production leaves them zero.
 	Hooks Hooks

@@ -33,6 +33,11 @@ type config struct {
 	vlogFileSize int64 // 0: derived from the file system's size (cas.Options); tests make it small to see space come back
 	logLevel     slog.Level
 
+	// Background scrub (cas/scrub.go): how often, and at most how many MiB/s it reads
+	// (0: no bound).
+	scrubInterval time.Duration
+	scrubMBPerSec int64
+
 	// Identity (see README "Credentials and accounts").
 	auth            string // authSigV4 or authNone
 	accountID       string // the default account
@@ -94,6 +99,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", 4096, "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128")
 	fs.Int64Var(&vlogMB, "vlog-file-mb", 0, "size of Badger value-log files in MiB; space comes back a file at a time. 0: 256, or a sixteenth of the data directory's file system when that is smaller")
 	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often garbage collection runs in the background; 0 disables it")
+	fs.DurationVar(&c.scrubInterval, "scrub-interval", 24*time.Hour, "how often every stored block and record is re-read and verified in the background; 0 disables it")
+	fs.Int64Var(&c.scrubMBPerSec, "scrub-mb-per-sec", cas.DefaultScrubBytesPerSec>>20, "MiB of stored blocks the background scrub reads per second at most; 0: no bound")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 
 	fs.StringVar(&c.auth, "auth", authSigV4, "sigv4: every request must be signed by a known account; none: no signatures (loopback only, for a quick try)")
@@ -136,6 +143,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("--log-level: %w", err)
 	}
 	c.vlogFileSize = vlogMB << 20
+	if c.scrubMBPerSec < 0 || c.scrubMBPerSec > 1<<20 {
+		return c, fmt.Errorf("--scrub-mb-per-sec %d: want 0 (no bound) to %d", c.scrubMBPerSec, 1<<20)
+	}
 	var err error
 	if c.compression, err = cas.ParseCompression(compression); err != nil {
 		return c, fmt.Errorf("--compression: %w", err)

@@ -69,6 +69,8 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		MaxPendingPerOwner: cfg.maxPending,
 		Compression:        cfg.compression,
 		GCInterval:         cfg.gcInterval,
+		ScrubInterval:      cfg.scrubInterval,
+		ScrubBytesPerSec:   scrubRate(cfg.scrubMBPerSec),
 		ValueLogFileSize:   cfg.vlogFileSize,
 	})
 	if err != nil {
@@ -256,4 +258,13 @@ func (d *daemon) closeBackends() error {
 		err = errors.Join(err, cerr)
 	}
 	return err
+}
+
+// scrubRate turns --scrub-mb-per-sec into cas.Options.ScrubBytesPerSec, where 0 is the
+// default rate and a negative value no bound.
+func scrubRate(mbPerSec int64) int64 {
+	if mbPerSec == 0 {
+		return -1
+	}
+	return mbPerSec << 20
 }
