@@ -18,9 +18,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -562,4 +564,28 @@ func TestConnectionCap(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the second connection was not accepted after the first closed")
 	}
+}
+
+// TestSIGHUPReloadsCredentials: the signal itself, sent to a running daemon process,
+// reloads the credentials file.
+func TestSIGHUPReloadsCredentials(t *testing.T) {
+	creds := filepath.Join(t.TempDir(), "credentials.json")
+	writeCredentials(t, creds, accountJSON(accountB, accountBKey, accountBSecret, false), 0o600)
+	child := startChild(t, t.TempDir(), "EBSD_CREDENTIALS="+creds)
+	ctx := context.Background()
+	const cKey, cSecret = "AKIAEBSDTESTACCOUNTC", "secret/of/account/c/for/tests/only/xyz"
+	c := ebsClientAs("http://"+child.addr, cKey, cSecret, 1)
+	if _, err := c.StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}); err == nil {
+		t.Fatal("a key not in the file was accepted")
+	}
+	writeCredentials(t, creds, accountJSON(accountB, accountBKey, accountBSecret, false)+", "+accountJSON("777788889999", cKey, cSecret, false), 0o600)
+	reloaded := child.expect(regexp.MustCompile(`msg="reload: credentials loaded"`))
+	if err := child.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	child.await(t, reloaded, "the reload after SIGHUP")
+	if _, err := c.StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}); err != nil {
+		t.Fatalf("key added before SIGHUP: %v", err)
+	}
+	child.terminate(t)
 }
