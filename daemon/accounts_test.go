@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -588,4 +589,34 @@ func TestSIGHUPReloadsCredentials(t *testing.T) {
 		t.Fatalf("key added before SIGHUP: %v", err)
 	}
 	child.terminate(t)
+}
+
+// TestDataDirectoryIsPrivate: the data directory holds every disk image; a local user
+// other than the daemon's cannot read it, even if it was created open.
+func TestDataDirectoryIsPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	td := newTestDaemon(t, func(c *config) { c.dataDir = dir })
+	if err := putBlock(context.Background(), td.client(), aws.ToString(startSnapshot(t, td.client(), &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}).SnapshotId), 0, block(3)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("data directory mode %04o after start", st.Mode().Perm())
+	}
+	if os.Geteuid() != 0 {
+		return // the setpriv check below needs root
+	}
+	out, err := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "ls", dir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Fatalf("user nobody listed the data directory: %v %s", err, out)
+	}
 }

@@ -48,6 +48,9 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 			}
 		}
 	}()
+	if err := privateDir(cfg.dataDir, log); err != nil {
+		return nil, err
+	}
 	ids, err := newIdentity(cfg, log)
 	if err != nil {
 		return nil, err
@@ -267,4 +270,24 @@ func scrubRate(mbPerSec int64) int64 {
 		return -1
 	}
 	return mbPerSec << 20
+}
+
+// privateDir makes the data directory the daemon's alone: it holds every disk image
+// (the value log is readable with any tool) and the generated credential, so a local
+// user must not even list it. A directory others could enter is tightened, loudly.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(dir, perm&0o700); err != nil {
+			return fmt.Errorf("data directory %s has mode %04o, which lets other users read the stored disk images, and cannot be made private: %w", dir, perm, err)
+		}
+		log.Warn("data directory was readable by other users: made it private", "dir", dir, "was", fmt.Sprintf("%04o", perm), "now", fmt.Sprintf("%04o", perm&0o700))
+	}
+	return nil
 }
