@@ -84,6 +84,14 @@ func fromStore(err error) *Error {
 		return invalid(reasonInvalidBlock, "%s", msg)
 	case errors.Is(err, cas.ErrChecksumMismatch), errors.Is(err, cas.ErrCountMismatch), errors.Is(err, cas.ErrAggregateMismatch):
 		return invalidParameter("%s", msg)
+	case errors.Is(err, cas.ErrNoSpace):
+		// What AWS answers when a write would take an account past what it may store:
+		// 402 ServiceQuotaExceededException, DEPENDENCY_SERVICE_QUOTA_EXCEEDED, in the
+		// EBS direct API's model for StartSnapshot and PutSnapshotBlock. SDKs do not retry
+		// it (a full disk does not empty itself within a retry's backoff, and a 5xx would
+		// have the client resend 512 KiB bodies into it); the message names the data
+		// directory, its free bytes and the reserve, so an operator knows what to free.
+		return &Error{Status: http.StatusPaymentRequired, Type: "ServiceQuotaExceededException", Reason: "DEPENDENCY_SERVICE_QUOTA_EXCEEDED", Message: msg}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &Error{Status: http.StatusServiceUnavailable, Type: internalServerException, Message: "request cancelled: " + msg}
 	default:

@@ -51,6 +51,17 @@ func (s *Store) PutBlock(ctx context.Context, owner, id string, index int64, dat
 // snapshot's map entry at it, in one commit shared with concurrent puts.
 func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error {
 	op := &writeOp{mapKey: mapKey(id, index), digest: d}
+	// Free space is checked before anything reaches Badger (space.go): a block that
+	// turns out to be stored already only held its room until the commit.
+	n := int64(putOverhead)
+	if d != ZeroDigest {
+		n += BlockSize
+	}
+	done, err := s.space.admit(n)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if d != ZeroDigest {
 		stripe := &s.stripes[d[0]]
 		stripe.RLock()
@@ -133,6 +144,9 @@ func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
 // dropMap deletes the block map of a snapshot; blocks no longer referenced are left to
 // garbage collection.
 func (s *Store) dropMap(ctx context.Context, id string) error {
+	if err := s.space.maintain(); err != nil {
+		return err
+	}
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	wb := s.db.NewWriteBatch()

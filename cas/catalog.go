@@ -207,6 +207,13 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 		return Snapshot{}, fmt.Errorf("%w: owner %s has %d pending snapshots (limit %d)", ErrPendingLimit, p.OwnerID, n, s.opts.MaxPendingPerOwner)
 	}
 
+	// A new snapshot is refused with the puts it would bring (space.go); a retry of a
+	// token seen before still gets its answer above.
+	done, err := s.space.admit(0)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	done()
 	now := s.clock.Now()
 	rec := Snapshot{
 		ID:             s.unusedID(),
@@ -223,7 +230,7 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 		Status:         StatusPending,
 		StartTime:      now,
 	}
-	err := s.update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		if err := setJSON(txn, snapshotKey(rec.ID), rec); err != nil {
 			return err
 		}

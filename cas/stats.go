@@ -75,11 +75,12 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 }
 
 // dirBytes is the space the files under dir take on disk (allocated blocks, as du
-// counts them: Badger's value-log files are sparse).
+// counts them: Badger's value-log files are sparse). The space reserve (space.go) is
+// not the store's data and is left out: it is the same size whatever is stored.
 func dirBytes(dir string) int64 {
 	var n int64
 	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || d.Name() == spaceReserveFile {
 			return nil
 		}
 		info, err := d.Info()

@@ -38,8 +38,13 @@ type Options struct {
 	GCInterval time.Duration
 	// ValueLogFileSize is the size of Badger's value-log files. Garbage collection gives
 	// space back a whole file at a time and never from the file being written, so
-	// smaller files return space sooner (default 256 MiB).
+	// smaller files return space sooner. 0: 256 MiB, or a sixteenth of the file system
+	// when that is smaller (storeSizes in space.go).
 	ValueLogFileSize int64
+	// MemTableSize is the size of Badger's memtable. 0: 64 MiB, or a sixty-fourth of the
+	// file system when that is smaller: a full memtable must always find room to be
+	// flushed, so it is part of the space kept free (space.go).
+	MemTableSize int64
 	// ScrubInterval is how often a scrub (scrub.go) re-reads and verifies every stored
 	// block and catalog record in the background; 0 or negative never (ebsctl scrub and
 	// the admin endpoint run one on demand).
@@ -74,6 +79,9 @@ type Store struct {
 	stripes [256]sync.RWMutex
 
 	writes chan *writeOp // to the group committer
+
+	// space refuses writes before the file system is full (space.go).
+	space *spaceGuard
 
 	// writeGate is held shared by every write to Badger and exclusively while garbage
 	// collection flushes Badger's memtable (which makes Badger refuse writes): writers
@@ -120,17 +128,25 @@ func Open(opts Options) (*Store, error) {
 	if opts.ExpireInterval == 0 {
 		opts.ExpireInterval = defaultExpireInterval
 	}
-	if opts.ValueLogFileSize == 0 {
-		opts.ValueLogFileSize = 256 << 20
-	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("cas: create data directory: %w", err)
 	}
 	if err := removeEmptyValueLogs(opts.Dir, opts.Logger); err != nil {
 		return nil, err
 	}
+	_, total, err := statfsFree(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("cas: %w", err)
+	}
+	opts.ValueLogFileSize, opts.MemTableSize = storeSizes(opts, total)
+	// Before Badger opens: on a full disk its open writes through mappings (SIGBUS).
+	space, err := openSpace(opts.Dir, opts.MemTableSize, reserveFor(opts.ValueLogFileSize), opts.Logger, statfsFree)
+	if err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(badgerOptions(opts))
 	if err != nil {
+		space.close()
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("cas: data directory %s is in use by another process (is another ebsd running?): %w", opts.Dir, err)
 		}
@@ -139,6 +155,7 @@ func Open(opts Options) (*Store, error) {
 	comp, err := newCompressor(opts.Compression)
 	if err != nil {
 		_ = db.Close()
+		space.close()
 		return nil, err
 	}
 	s := &Store{
@@ -151,7 +168,9 @@ func Open(opts Options) (*Store, error) {
 		snaps:  make(map[string]*entry),
 		stop:   make(chan struct{}),
 		writes: make(chan *writeOp),
+		space:  space,
 	}
+	space.useTables(db)
 	s.bufs.New = func() any { b := make([]byte, 0, s2.MaxEncodedLen(BlockSize)); return &b }
 	if err := s.loadCatalog(); err != nil {
 		s.closeResources()
@@ -167,6 +186,8 @@ func Open(opts Options) (*Store, error) {
 	go s.countAtOpen(db.NewTransaction(false))
 	s.wg.Add(1)
 	go s.groupCommitLoop()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); space.watch(s.stop) }()
 	if opts.ExpireInterval > 0 {
 		s.wg.Add(1)
 		go s.expireLoop(opts.ExpireInterval)
@@ -220,6 +241,7 @@ func badgerOptions(opts Options) badger.Options {
 		// put before them, instead of paying an fsync per block.
 		WithSyncWrites(false).
 		WithValueLogFileSize(opts.ValueLogFileSize).
+		WithMemTableSize(opts.MemTableSize).
 		WithBlockCacheSize(64 << 20).
 		WithIndexCacheSize(32 << 20)
 }
@@ -241,12 +263,16 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.startMu.Unlock()
 	s.wg.Wait()
+	// Closing flushes the memtable through a mapping: give it the reserve if it
+	// needs it (a refusal here changes nothing: closing must go on).
+	_ = s.space.maintain()
 	return s.closeResources()
 }
 
 func (s *Store) closeResources() error {
 	syncErr := s.db.Sync()
 	err := s.db.Close()
+	s.space.close()
 	s.comp.close()
 	if err != nil {
 		return fmt.Errorf("cas: close badger: %w", err)
@@ -259,6 +285,9 @@ func (s *Store) closeResources() error {
 
 // update runs a read-write transaction through the write gate.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	if err := s.space.maintain(); err != nil {
+		return err
+	}
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	return s.db.Update(fn)

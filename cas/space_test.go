@@ -1,0 +1,126 @@
+package cas
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// fakeFS is a file system of pool bytes that the ballast file in dir takes its share
+// of, as a real one would: free is pool less the ballast's allocated blocks.
+type fakeFS struct {
+	dir  string
+	pool int64
+}
+
+func (f *fakeFS) statfs(string) (free, total uint64, err error) {
+	var used int64
+	if fi, err := os.Stat(filepath.Join(f.dir, spaceReserveFile)); err == nil {
+		used = fi.Sys().(*syscall.Stat_t).Blocks * 512
+	}
+	return uint64(max(f.pool-used, 0)), 1 << 30, nil
+}
+
+func newTestGuard(t *testing.T, pool int64) (*spaceGuard, *fakeFS) {
+	t.Helper()
+	fs := &fakeFS{dir: t.TempDir(), pool: pool}
+	g, err := openSpace(fs.dir, 1<<20, 6<<20, slog.New(slog.DiscardHandler), fs.statfs)
+	if err != nil {
+		t.Fatalf("openSpace: %v", err)
+	}
+	g.lsmBytes = func() int64 { return 0 }
+	t.Cleanup(g.close)
+	return g, fs
+}
+
+func wantNoSpaceErr(t *testing.T, err error, what string) {
+	t.Helper()
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("%s: want ErrNoSpace, got %v", what, err)
+	}
+}
+
+// New data is taken while floor, reserve and what is in flight stay free, and refused
+// one byte short of that; the refusal hands the reserve to deletes and collections,
+// and new data comes back only once the whole reserve (and some room) is free again.
+func TestSpaceGuardRefusesNewDataBeforeTheReserve(t *testing.T) {
+	const n = BlockSize
+	g, fs := newTestGuard(t, 100<<20)
+	if g.held != g.target {
+		t.Fatalf("ballast holds %d after opening with room, want %d", g.held, g.target)
+	}
+	floor := g.floor(0)
+
+	// Exactly enough: floor + n free besides the ballast.
+	fs.pool = g.target + floor + n
+	done, err := g.admit(n)
+	if err != nil {
+		t.Fatalf("admit with exactly enough free: %v", err)
+	}
+	// A second put in flight needs its own room: the first has not written yet.
+	_, err = g.admit(n)
+	wantNoSpaceErr(t, err, "second put while the first is in flight")
+	if g.held != 0 {
+		t.Fatalf("refusal left the ballast holding %d bytes: deletes and GC could not use it", g.held)
+	}
+	done()
+
+	// With the ballast released, free space now includes the reserve, yet new data
+	// stays refused: the reserve belongs to deletes and collections.
+	_, err = g.admit(n)
+	wantNoSpaceErr(t, err, "new data with the reserve released")
+	if err := g.maintain(); err != nil {
+		t.Fatalf("a delete with the reserve free: %v", err)
+	}
+
+	// GC gives space back: enough for the reserve and the slack, new data resumes and
+	// the reserve is held in the ballast again first.
+	fs.pool = g.target + floor + resumeSlack + n
+	done, err = g.admit(n)
+	if err != nil {
+		t.Fatalf("admit after space came back: %v", err)
+	}
+	done()
+	if g.held != g.target {
+		t.Fatalf("ballast holds %d after space came back, want %d", g.held, g.target)
+	}
+}
+
+// Deletes and collections may use the reserve, and are refused only below the floor,
+// which nothing may go under.
+func TestSpaceGuardMaintenanceUsesTheReserve(t *testing.T) {
+	g, fs := newTestGuard(t, 100<<20)
+	floor := g.floor(0)
+	// Someone else took everything but the ballast.
+	fs.pool = g.target
+	if err := g.maintain(); err != nil {
+		t.Fatalf("a delete on a disk full up to the ballast: %v", err)
+	}
+	if g.held != 0 {
+		t.Fatalf("maintenance below the floor left the ballast holding %d", g.held)
+	}
+	fs.pool = floor - 1
+	wantNoSpaceErr(t, g.maintain(), "a delete below the floor with no ballast left")
+}
+
+// A store filled by someone else while stopped opens on its ballast's space; with
+// neither room nor ballast it refuses to open with ErrNoSpace (not SIGBUS in Badger).
+func TestOpenSpaceOnAFullDisk(t *testing.T) {
+	g, fs := newTestGuard(t, 100<<20)
+	g.close()
+	fs.pool = g.target // the ballast is all there is
+	g2, err := openSpace(fs.dir, 1<<20, 6<<20, slog.New(slog.DiscardHandler), fs.statfs)
+	if err != nil {
+		t.Fatalf("opening on a full disk with the ballast held: %v", err)
+	}
+	if g2.held != 0 {
+		t.Fatalf("ballast still holds %d after opening on a full disk", g2.held)
+	}
+	g2.close()
+	fs.pool = 0
+	_, err = openSpace(fs.dir, 1<<20, 6<<20, slog.New(slog.DiscardHandler), fs.statfs)
+	wantNoSpaceErr(t, err, "opening with nothing free and no ballast")
+}
