@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -191,6 +192,54 @@ func (r *fullDiskRun) upload(id string, n int) (map[int32][]byte, error) {
 	return blocks, nil
 }
 
+// uploadConcurrently has workers put distinct incompressible blocks into id at once
+// (so puts share group commits and are in flight together) until the daemon refuses
+// them; every error must be that refusal. It returns how many blocks were stored.
+func (r *fullDiskRun) uploadConcurrently(id string, workers int) (stored int, refusal error) {
+	r.t.Helper()
+	var (
+		mu   sync.Mutex
+		next int32
+		errs []error
+		wg   sync.WaitGroup
+	)
+	base := r.seed
+	r.seed += 1 << 12
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := r.td.client()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := len(errs) > 0 || i >= 2048
+				mu.Unlock()
+				if stop {
+					return
+				}
+				err := putBlock(r.ctx, c, id, i, randomBlock(base+uint64(i)))
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					stored++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) == 0 {
+		r.t.Fatalf("%d blocks (%d MiB) accepted by a %d MiB file system and never refused", stored, stored/2, smallFSSize>>20)
+	}
+	for _, err := range errs {
+		wantNoSpace(r.t, err, r.td.cfg.dataDir)
+	}
+	return stored, errs[0]
+}
+
 func (r *fullDiskRun) completed(id string, blocks map[int32][]byte) {
 	if st, err := complete(r.ctx, r.td.client(), id, blocks); err != nil || st != types.StatusCompleted {
 		r.t.Fatalf("completing %s: %s %v", id, st, err)
@@ -270,12 +319,11 @@ func testFullDisk(t *testing.T, fsDir string) {
 	}
 	r.completed(doomed, doomedBlk)
 	pending := r.newSnapshot()
-	filled, err := r.upload(pending, -1)
-	wantNoSpace(t, err, dataDir)
-	if len(filled) == 0 {
-		t.Fatal("the first block of the pending snapshot was refused: nothing filled")
+	filled, err := r.uploadConcurrently(pending, 8)
+	if filled == 0 {
+		t.Fatal("the first blocks of the pending snapshot were refused: nothing filled")
 	}
-	t.Logf("refused after %d more blocks with %d bytes free: %v", len(filled), freeBytes(t, fsDir), err)
+	t.Logf("refused after %d more blocks with %d bytes free: %v", filled, freeBytes(t, fsDir), err)
 	// Refused again, and a new snapshot too: the refusal is a state, not one accident.
 	_, err = r.upload(pending, 1)
 	wantNoSpace(t, err, dataDir)
