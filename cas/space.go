@@ -52,8 +52,10 @@ type spaceGuard struct {
 	log      *slog.Logger
 	statfs   func(dir string) (free, total uint64, err error)
 	lsmBytes func() int64 // SST bytes on disk; set once Badger is open
-	memtable int64
-	target   int64 // the reserve the ballast holds when whole
+	// fallocate is syscall.Fallocate; tests stand in a file system without it.
+	fallocate func(fd int, mode uint32, off, size int64) error
+	memtable  int64
+	target    int64 // the reserve the ballast holds when whole
 
 	mu       sync.Mutex
 	ballast  *os.File // nil when the reserve cannot be held in a file (see openSpace)
@@ -131,7 +133,7 @@ func statfsFree(dir string) (free, total uint64, err error) {
 // naming the directory, rather than letting Badger die of SIGBUS.
 func openSpace(dir string, memtable, target int64, log *slog.Logger, statfs func(string) (uint64, uint64, error)) (*spaceGuard, error) {
 	g := &spaceGuard{dir: dir, log: log, statfs: statfs, memtable: memtable, target: target,
-		lsmBytes: func() int64 { return filesBytes(dir, ".sst") }}
+		lsmBytes: func() int64 { return filesBytes(dir, ".sst") }, fallocate: syscall.Fallocate}
 	f, err := os.OpenFile(filepath.Join(dir, spaceReserveFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("cas: open space reserve: %w", err)
@@ -221,7 +223,7 @@ func (g *spaceGuard) admit(n int64) (done func(), err error) {
 			return nil, fmt.Errorf("cas: %w", err)
 		}
 	}
-	if need := g.needLocked(n, lsm); g.held < g.target || int64(free) < need {
+	if need := g.needLocked(n, lsm); g.ballast != nil && g.held < g.target || int64(free) < need {
 		g.log.Debug("refusing new data", "free", free, "needed", need, "held", g.held)
 		if !g.refusing {
 			g.refusing = true
@@ -279,7 +281,16 @@ func (g *spaceGuard) grow(free int64) bool {
 	if g.ballast == nil || g.held >= g.target || free < g.floor(g.lsmBytes())+(g.target-g.held)+resumeSlack {
 		return false
 	}
-	if err := syscall.Fallocate(int(g.ballast.Fd()), 0, 0, g.target); err != nil {
+	if err := g.fallocate(int(g.ballast.Fd()), 0, 0, g.target); errors.Is(err, syscall.EOPNOTSUPP) {
+		// No preallocation on this file system: the reserve is then only counted in
+		// free space (needLocked), which still keeps new data from taking it but not
+		// other programs.
+		g.log.Warn("the data directory's file system cannot preallocate: the space reserve is kept as free space, which other programs can take", "dir", g.dir)
+		_ = g.ballast.Close()
+		_ = os.Remove(g.ballast.Name())
+		g.ballast, g.held = nil, 0
+		return false
+	} else if err != nil {
 		// Someone else took the space meanwhile: keep what is held, try again later.
 		// Fallocate allocates nothing on failure but may leave a longer file.
 		_ = g.ballast.Truncate(g.held)
@@ -383,8 +394,10 @@ func (s *Store) Space() (SpaceStatus, error) {
 	lsm := g.lsmBytes()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	accepting := g.held >= g.target && int64(free) >= g.needLocked(0, lsm) ||
-		g.held < g.target && int64(free) >= g.floor(lsm)+g.target-g.held+resumeSlack
+	accepting := int64(free) >= g.needLocked(0, lsm)
+	if g.ballast != nil && g.held < g.target {
+		accepting = int64(free) >= g.floor(lsm)+g.target-g.held+resumeSlack
+	}
 	return SpaceStatus{Dir: g.dir, Free: int64(free), Floor: g.floor(lsm), Reserve: g.target, Held: g.held,
 		Accepting: accepting}, nil
 }

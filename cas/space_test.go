@@ -124,3 +124,38 @@ func TestOpenSpaceOnAFullDisk(t *testing.T) {
 	_, err = openSpace(fs.dir, 1<<20, 6<<20, slog.New(slog.DiscardHandler), fs.statfs)
 	wantNoSpaceErr(t, err, "opening with nothing free and no ballast")
 }
+
+// On a file system that cannot preallocate, the reserve is counted in free space
+// instead: new data is refused below floor and reserve, and accepted above them.
+func TestSpaceGuardWithoutFallocate(t *testing.T) {
+	const n = BlockSize
+	fs := &fakeFS{dir: t.TempDir(), pool: 100 << 20}
+	g, err := openSpace(fs.dir, 1<<20, 6<<20, slog.New(slog.DiscardHandler), fs.statfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.close()
+	g.lsmBytes = func() int64 { return 0 }
+	g.mu.Lock()
+	g.releaseLocked()
+	g.fallocate = func(int, uint32, int64, int64) error { return syscall.EOPNOTSUPP }
+	g.mu.Unlock()
+	// Room to allocate the ballast: the attempt finds preallocation missing.
+	fs.pool = g.floor(0) + g.target + resumeSlack + n
+	done, err := g.admit(n)
+	if err != nil {
+		t.Fatalf("admit with room, no fallocate: %v", err)
+	}
+	done()
+	if g.ballast != nil {
+		t.Fatal("the ballast is kept on a file system that cannot allocate it")
+	}
+	fs.pool = g.floor(0) + g.target + n
+	if done, err = g.admit(n); err != nil {
+		t.Fatalf("admit with floor, reserve and the block free, no fallocate: %v", err)
+	}
+	done()
+	fs.pool--
+	_, err = g.admit(n)
+	wantNoSpaceErr(t, err, "one byte short of floor and reserve, no fallocate")
+}
