@@ -150,7 +150,7 @@ func Open(opts Options) (*Store, error) {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("cas: data directory %s is in use by another process (is another ebsd running?): %w", opts.Dir, err)
 		}
-		return nil, fmt.Errorf("cas: open badger in %s: %w", opts.Dir, err)
+		return nil, openFailure(opts.Dir, err) // a damaged table file: which one, and what to do (salvage.go)
 	}
 	comp, err := newCompressor(opts.Compression)
 	if err != nil {
