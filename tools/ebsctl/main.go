@@ -33,6 +33,7 @@ func commands() []command {
 		{"stats", "show what an ebsd store holds (ebsd only)", runStats},
 		{"gc", "reclaim the space of deleted snapshots now (ebsd only)", runGC},
 		{"scrub", "verify every stored block and record now; list what is corrupt (ebsd only)", runScrub},
+		{"salvage", "copy every snapshot that still verifies out of a damaged data directory", runSalvage},
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ebsd/ebsd/cas"
 )
 
 type scrubOptions struct {
@@ -139,6 +142,66 @@ func printScrub(w io.Writer, rep *scrubReport) error {
 	if rep.CorruptBlockCount > 0 {
 		fmt.Fprintln(w, "\nTo heal a block, put its bytes again at any index of any pending snapshot (for example,\n"+
 			"re-upload the volume the listed snapshots were taken of); see docs/salvage.md.")
+	}
+	return nil
+}
+
+// runSalvage copies every snapshot of a damaged store whose blocks still verify into a
+// new store (cas.Salvage). It works on the data directory itself, not through a daemon:
+// it is for the store ebsd refuses to open. ebsd must not be running on it.
+func runSalvage(ctx context.Context, g *globalOptions, args []string, stdout io.Writer) error {
+	var from, to string
+	fs := flag.NewFlagSet("salvage", flag.ContinueOnError)
+	fs.StringVar(&from, "from", "", "data directory of the damaged store (only read)")
+	fs.StringVar(&to, "to", "", "new data directory to create (must not exist or be empty)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: ebsctl salvage --from DATADIR --to NEWDIR\n\n"+
+			"Copies every snapshot of the store in DATADIR whose blocks (and whose ancestors' blocks) still\n"+
+			"read and verify into a new store in NEWDIR, keeping snapshot ids, tags, lineage, client tokens\n"+
+			"and block-token keys; table files that fail their checksums are left out. DATADIR is only read.\n"+
+			"Runs on the machine that holds the data directory, with ebsd stopped; then start ebsd with\n"+
+			"--data-dir NEWDIR. Prints what was saved and what was not; exits 1 when anything was lost.\n"+
+			"See docs/salvage.md.\n\n"+
+			"Examples:\n  ebsctl salvage --from /var/lib/ebsd --to /var/lib/ebsd.salvaged\n  ebsctl --json salvage --from .ebsd/data --to .ebsd/data.new")
+		fs.PrintDefaults()
+	}
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	if from == "" || to == "" || fs.NArg() != 0 {
+		return errors.New("give --from DATADIR and --to NEWDIR, and nothing else")
+	}
+	rep, err := cas.Salvage(ctx, cas.SalvageOptions{From: from, To: to})
+	if err != nil {
+		return err
+	}
+	if g.json {
+		b, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		if _, err := stdout.Write(append(b, '\n')); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "saved %d snapshot(s) into %s: %d blocks, %s; %d client token(s)\n",
+			len(rep.Saved), to, rep.BlocksCopied, mib(rep.BytesCopied), rep.TokensCopied)
+		for _, p := range rep.CorruptTables {
+			fmt.Fprintf(stdout, "left out damaged table file %s (the keys it held are lost)\n", p)
+		}
+		for _, l := range rep.Lost {
+			idx := ""
+			if len(l.BadIndexes) > 0 {
+				idx = fmt.Sprintf(" (block indexes %v)", l.BadIndexes)
+			}
+			fmt.Fprintf(stdout, "not saved: %s (account %s): %s%s\n", l.ID, l.OwnerID, l.Reason, idx)
+		}
+		for _, k := range rep.UnreadableRecords {
+			fmt.Fprintf(stdout, "unreadable snapshot record %s\n", k)
+		}
+	}
+	if len(rep.Lost) > 0 || len(rep.CorruptTables) > 0 || len(rep.UnreadableRecords) > 0 {
+		return fmt.Errorf("salvaged what verifies into %s; some of the store was lost (see above)", to)
 	}
 	return nil
 }

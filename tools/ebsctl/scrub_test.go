@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ebsd/ebsd/cas"
 )
 
 const corruptReport = `{"blocksChecked":2,"bytesChecked":1048576,"recordsChecked":5,"corruptBlockCount":1,
@@ -71,5 +76,45 @@ func TestScrubCleanExitsZero(t *testing.T) {
 	}
 	if _, _, code := runCLI("--endpoint-url", srv.URL, "scrub", "--mb-per-sec", "-1"); code == 0 {
 		t.Fatal("a negative rate was accepted")
+	}
+}
+
+// ebsctl salvage copies a store's snapshots into a new directory and says so; an
+// intact store loses nothing, so it exits 0.
+func TestSalvageCopiesAnIntactStore(t *testing.T) {
+	ctx := context.Background()
+	from, to := t.TempDir(), filepath.Join(t.TempDir(), "new")
+	s, err := cas.Open(cas.Options{Dir: from, ExpireInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.StartSnapshot(ctx, cas.StartParams{OwnerID: "111122223333", VolumeSize: 1, TimeoutMinutes: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("salvage"), cas.BlockSize/7+1)[:cas.BlockSize]
+	if err := s.PutBlock(ctx, "111122223333", snap.ID, 3, data, cas.Sum(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteSnapshot(ctx, "111122223333", snap.ID, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI("salvage", "--from", from, "--to", to)
+	if code != 0 || !strings.Contains(out, "saved 1 snapshot(s) into "+to+": 1 blocks") {
+		t.Fatalf("exit %d, out %q, stderr %q", code, out, errOut)
+	}
+	if _, errOut, code := runCLI("salvage", "--from", from, "--to", to); code != 1 || !strings.Contains(errOut, "not empty") {
+		t.Fatalf("salvage into the same directory again: exit %d, %q", code, errOut)
+	}
+	s, err = cas.Open(cas.Options{Dir: to, ExpireInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Snapshot(ctx, "111122223333", snap.ID); err != nil || got.Status != cas.StatusCompleted {
+		t.Fatalf("salvaged snapshot: %+v, %v", got, err)
 	}
 }
