@@ -26,29 +26,18 @@ type opsListener struct {
 	done chan error // the server's exit; nil without a listener
 }
 
-// minFreeFloor is the least free space /readyz accepts writes with: Badger needs room
-// for a new value-log file (it maps twice --vlog-file-mb) and a memtable flush.
-func minFreeFloor(cfg config) int64 {
-	vlog := cfg.vlogFileSize
-	if vlog <= 0 {
-		vlog = 256 << 20 // cas's default
-	}
-	return max(2*vlog, 64<<20)
-}
-
 // startOps builds the ops server over the store, the cache and the mount point
 // (cfg.mount, checked by /readyz once mounted) and, unless cfg.metricsListen is empty,
 // starts serving it. extra, when not nil, is served at "/" (the status page). The
 // caller owns the result and must stop it, after unmounting the FUSE export.
 func startOps(cfg config, store *cas.Store, cache *cas.BlockCache, extra http.Handler, log *slog.Logger) (*opsListener, error) {
 	o := &opsListener{log: log, ops: ops.New(ops.Options{
-		Store:        store,
-		Cache:        cache,
-		DataDir:      cfg.dataDir,
-		MinFreeBytes: minFreeFloor(cfg),
-		MountDir:     cfg.mount,
-		Extra:        extra,
-		Logger:       log,
+		Store:    store,
+		Cache:    cache,
+		DataDir:  cfg.dataDir,
+		MountDir: cfg.mount,
+		Extra:    extra,
+		Logger:   log,
 	})}
 	if cfg.metricsListen == "" {
 		return o, nil

@@ -40,8 +40,9 @@ type Cache interface {
 type Options struct {
 	Store Store
 	Cache Cache // nil: no cache metrics
-	// DataDir is the store's directory: its file system's free space is reported, and
-	// writes count as accepted only while it is at least MinFreeBytes.
+	// DataDir is the store's directory. A store with a free-space rule of its own
+	// (Space(), as *cas.Store has) reports whether writes are accepted; MinFreeBytes,
+	// when set, is a plain floor of free space instead.
 	DataDir      string
 	MinFreeBytes int64
 	// MountDir is the FUSE mount point; empty when there is no mount.

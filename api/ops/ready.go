@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ebsd/ebsd/cas"
 	"net/http"
 	"strings"
 	"sync"
@@ -65,6 +66,20 @@ func (s *Server) readiness(ctx context.Context) []readyPart {
 	switch {
 	case closed:
 		writes.err = errors.New("the store is closed")
+	case s.spaceRule() != nil && s.opts.MinFreeBytes <= 0:
+		// The store's own free-space rule (cas/space.go) decides what it accepts:
+		// report that, so /readyz and a put never disagree.
+		st, err := s.spaceRule().Space()
+		switch {
+		case err != nil:
+			writes.err = fmt.Errorf("cannot tell the free space of %s: %w", st.Dir, err)
+		case !st.Accepting:
+			writes.err = fmt.Errorf("new data refused: %s free in %s, below the floor %s plus the reserve %s (held %s); delete snapshots and run GC, or free space",
+				iec(uint64(max(st.Free, 0))), st.Dir, iec(uint64(max(st.Floor, 0))), iec(uint64(max(st.Reserve, 0))), iec(uint64(max(st.Held, 0))))
+		default:
+			writes.detail = fmt.Sprintf("%s free in %s, floor %s, reserve %s (held %s)",
+				iec(uint64(max(st.Free, 0))), st.Dir, iec(uint64(max(st.Floor, 0))), iec(uint64(max(st.Reserve, 0))), iec(uint64(max(st.Held, 0))))
+		}
 	case s.opts.DataDir != "":
 		free, _, err := diskSpace(s.opts.DataDir)
 		switch {
@@ -180,4 +195,16 @@ func statfsFUSE(dir string) error {
 		return fmt.Errorf("%s is not a FUSE mount (file system type %#x): the export is not mounted", dir, st.Type)
 	}
 	return nil
+}
+
+// spaceReporter is a store that applies a free-space rule of its own (*cas.Store).
+type spaceReporter interface {
+	Space() (cas.SpaceStatus, error)
+}
+
+// spaceRule returns the store's free-space rule, or nil when it has none (then
+// Options.MinFreeBytes is the floor).
+func (s *Server) spaceRule() spaceReporter {
+	sp, _ := s.opts.Store.(spaceReporter)
+	return sp
 }
