@@ -166,14 +166,24 @@ func copyDir(from, to string) error {
 		return fmt.Errorf("cas: create salvage work directory: %w", err)
 	}
 	for _, e := range entries {
-		if !e.Type().IsRegular() || e.Name() == "LOCK" || strings.HasSuffix(e.Name(), ".env") {
-			continue // the lock, and credentials the salvage has no use for
+		if !e.Type().IsRegular() || !badgerFile(e.Name()) {
+			continue // the lock, the space reserve, credentials: nothing a salvage reads
 		}
 		if err := copyFile(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// badgerFile says whether a file of a data directory is one of Badger's.
+func badgerFile(name string) bool {
+	switch name {
+	case badger.ManifestFilename, "KEYREGISTRY", "DISCARD":
+		return true
+	}
+	ext := filepath.Ext(name)
+	return ext == ".sst" || ext == ".vlog" || ext == ".mem"
 }
 
 func copyFile(from, to string) error {
