@@ -245,6 +245,10 @@ func (s *Server) ec2StoreError(r *http.Request, id string, err error) *ec2Error 
 		return ec2Err(400, "InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", id)
 	case errors.Is(err, cas.ErrTooManyTags):
 		return ec2Err(400, "TagLimitExceeded", "%v", err)
+	case errors.Is(err, cas.ErrNoSpace):
+		// Even a delete writes a little; below the floor Badger needs, nothing may. EC2's
+		// "Unavailable" (503) is retried by the SDKs, and space may come back meanwhile.
+		return ec2Err(503, "Unavailable", "%v", err)
 	}
 	s.log.Error("EC2 action failed", "request_id", info(r).id, "snapshot", id, "err", err)
 	return ec2Err(500, "InternalError", "An internal error has occurred (request %s)", info(r).id)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,6 +303,7 @@ func testFullDisk(t *testing.T, fsDir string) {
 	// few MiB show up as free space. Blocks are stored raw: they are random anyway.
 	td := newTestDaemon(t, func(c *config) {
 		c.dataDir, c.mount, c.vlogFileSize, c.compression, c.gcInterval = dataDir, mnt, 2<<20, cas.CompressNone, 0
+		c.metricsListen = "127.0.0.1:0"
 	})
 	r := &fullDiskRun{t: t, td: td, ctx: ctx}
 
@@ -330,6 +332,10 @@ func testFullDisk(t *testing.T, fsDir string) {
 	_, err = td.client().StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)})
 	wantNoSpace(t, err, dataDir)
 	r.readsWork("after writes were refused")
+	// /readyz tells the operator the same thing the put was told.
+	if code, body := opsGet(t, td.d.ops, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "new data refused") {
+		t.Fatalf("/readyz on a full disk: %d\n%s", code, body)
+	}
 
 	// Deleting and collecting on the full disk gives space back...
 	before := freeBytes(t, fsDir)
