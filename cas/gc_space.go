@@ -1,0 +1,258 @@
+package cas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// How much space a collection gives back (DESIGN.md rule 16). Badger frees value-log
+// space only by rewriting a whole file (moving its live values to the file being
+// written, then deleting it), it picks only the file with the most dead bytes, and it
+// never rewrites the file being written (the head). A store smaller than one file has
+// nothing but a head, so without help nothing ever came back. A collection therefore:
+//
+//  1. rewrites every file at least half dead (cheap: it moves at most half a file);
+//  2. while the store's files still exceed the live stored bytes by more than
+//     reclaimTarget, rewrites the file with the most dead bytes whatever its ratio;
+//  3. if that is still not enough and the head holds the garbage, makes Badger start a
+//     new head (rotateValueLog) and goes on with step 2.
+//
+// Each file is rewritten with writes paused (rewriteValueLogFile), so the size of one
+// value-log file bounds how long a put waits.
+
+const (
+	// spaceFloor and spaceFraction make the bound a collection promises: the store's
+	// files exceed the live stored bytes by at most max(spaceFloor, live/spaceFraction).
+	spaceFloor    = 64 << 20
+	spaceFraction = 10
+	// lowDiscardRatio is the smallest share of dead bytes for which step 2 rewrites a
+	// file: below it a rewrite moves almost a whole file to free almost nothing.
+	lowDiscardRatio = 0.02
+)
+
+// spaceBound is the most a collected store's files may exceed its live stored bytes by.
+func spaceBound(live int64) int64 { return max(spaceFloor, live/spaceFraction) }
+
+// reclaimTarget is where a collection stops rewriting: three quarters of the bound, so
+// the memtable and LSM growth of the next puts do not take the store past it at once,
+// and the next collection does not start with a file to rewrite for a few bytes.
+func reclaimTarget(live int64) int64 { return spaceBound(live) / 4 * 3 }
+
+// liveStored is the stored size of the blocks a collection kept, or more if the
+// counters, which also see the blocks put since the mark, know better.
+func (s *Store) liveStored(kept int64) int64 {
+	if s.ctr.contentsReady.Load() {
+		return max(kept, s.ctr.storedBytes.Load())
+	}
+	return kept
+}
+
+// reclaimValueLog gives the space of deleted blocks back to the file system until the
+// store's files exceed live, the bytes of the blocks still stored, by at most target.
+// Badger learns that value-log entries are dead only when compaction drops their keys,
+// and a memtable is compacted only after it is flushed: the collection flushes it (by
+// dropping a marker key, the one public way) and flattens the LSM tree first.
+func (s *Store) reclaimValueLog(ctx context.Context, live, target int64, rep *GCReport) error {
+	if err := s.settleDiscards(); err != nil {
+		return err
+	}
+	// Each rewrite empties a file that existed before it (Badger never picks the head);
+	// files it creates hold only live values. The limit only guards against Badger's
+	// statistics pointing at files it cannot give back.
+	limit := s.countValueLogFiles() + 2
+	rotated, checked, room := false, false, false
+	for n := 0; n < limit; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		over := badgerBytes(s.opts.Dir) - live - target
+		if over > 0 && !checked {
+			checked, room = true, s.roomToReclaim()
+		}
+		if !room {
+			over = 0 // only what the full-disk reserve covers (space.go)
+		}
+		ratio := 0.5
+		if over > 0 {
+			ratio = lowDiscardRatio
+		}
+		err := s.rewriteValueLogFile(ratio)
+		switch {
+		case err == nil:
+			rep.ValueLogFilesRewritten++
+			s.gcStage(GCValueLogRewritten, rep.ValueLogFilesRewritten)
+			continue
+		case errors.Is(err, badger.ErrRejected):
+			return nil // Badger is closing
+		case !errors.Is(err, badger.ErrNoRewrite):
+			return fmt.Errorf("cas: value log gc: %w", err)
+		}
+		if over <= 0 || rotated {
+			return nil
+		}
+		// Every other file is clean enough: what is left over is in the head.
+		rotated = true
+		ok, err := s.rotateValueLog()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+		rep.ValueLogRotated = true
+		if err := s.settleDiscards(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settleDiscards makes Badger count every deleted value as dead: it flushes the
+// memtable and compacts the whole LSM tree, which drops the deleted keys and credits
+// their values to Badger's per-file discard statistics.
+func (s *Store) settleDiscards() error {
+	if err := s.flushMemtable(); err != nil {
+		return err
+	}
+	if err := s.db.Flatten(2); err != nil {
+		return fmt.Errorf("cas: flatten: %w", err)
+	}
+	return nil
+}
+
+// rewriteValueLogFile rewrites the value-log file with the most dead data if at least
+// ratio of it is dead. Writes pause meanwhile: Badger's rewrite reads the memtable's
+// version (DB.MaxVersion) without synchronisation against concurrent commits (a data
+// race -race reports). Holding the gate per file, not per collection, lets puts run
+// between files; the file size bounds each pause.
+func (s *Store) rewriteValueLogFile(ratio float64) error {
+	s.writeGate.Lock()
+	defer s.writeGate.Unlock()
+	return s.db.RunValueLogGC(ratio)
+}
+
+func (s *Store) flushMemtable() error {
+	s.writeGate.Lock()
+	defer s.writeGate.Unlock()
+	marker := metaKey("gc-flush")
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(marker, []byte{1}) }); err != nil {
+		return fmt.Errorf("cas: flush marker: %w", err)
+	}
+	if err := s.db.DropPrefix(marker); err != nil {
+		return fmt.Errorf("cas: flush memtable: %w", err)
+	}
+	return nil
+}
+
+// rotateValueLog makes Badger close the value-log file it is writing and start a new
+// one, so the old head can be rewritten. Badger has no call for it: it starts a new
+// file after the write that takes the head past ValueLogFileSize, so a collection
+// writes one padding value that does, then deletes it (the padding is dead at once and
+// goes with the old head's rewrite). The padding is at most one file; it is skipped,
+// reporting false, when the file system has not twice that free.
+func (s *Store) rotateValueLog() (bool, error) {
+	size := s.opts.ValueLogFileSize
+	key := metaKey("gc-rotate")
+	for range 3 { // the head's size is estimated from its allocated blocks
+		fid, used := headValueLog(s.opts.Dir)
+		if fid == 0 {
+			return false, nil
+		}
+		// used may exceed what Badger wrote by a page or a preallocated extent; the
+		// margin makes one padding enough in the common case and the loop covers the rest.
+		pad := min(max(size-used+1<<20, s.opts.ValueThreshold), size)
+		if err := s.update(func(txn *badger.Txn) error { return txn.Set(key, make([]byte, pad)) }); err != nil {
+			return false, fmt.Errorf("cas: value-log rotation: %w", err)
+		}
+		if err := s.update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+			return false, fmt.Errorf("cas: value-log rotation: %w", err)
+		}
+		if next, _ := headValueLog(s.opts.Dir); next > fid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// roomToReclaim says whether the file system has room for the steps beyond rewriting
+// files at least half dead. A rewrite writes the live part of a file before deleting
+// it: at most half a file for step 1, which the full-disk reserve (space.go) covers, but
+// almost a whole one for step 2, and a rotation's padding is up to one more. Without two
+// files' worth free, and a memtable's (Badger's default 64 MiB) for Badger to flush and
+// compact, those steps wait for a later collection.
+func (s *Store) roomToReclaim() bool {
+	free, ok := freeBytes(s.opts.Dir)
+	if !ok || free >= 2*uint64(s.opts.ValueLogFileSize)+spaceFloor {
+		return true
+	}
+	s.log.Warn("garbage collection: too little free space to rewrite value-log files that are mostly live; the store stays above its bound until there is room",
+		"free", free, "needed", 2*s.opts.ValueLogFileSize+spaceFloor)
+	return false
+}
+
+// headValueLog returns the number of the value-log file Badger writes (the highest) and
+// the bytes allocated to it, or 0 when there is none.
+func headValueLog(dir string) (fid uint64, used int64) {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	var head string
+	for _, p := range paths {
+		n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".vlog"), 10, 32)
+		if err == nil && n > fid {
+			fid, head = n, p
+		}
+	}
+	if fid == 0 {
+		return 0, 0
+	}
+	return fid, allocated(head)
+}
+
+func (s *Store) countValueLogFiles() int {
+	paths, _ := filepath.Glob(filepath.Join(s.opts.Dir, "*.vlog"))
+	return len(paths)
+}
+
+// badgerBytes is the space Badger's own files take on disk (allocated, as du counts
+// them): value log, LSM tables, memtable logs and Badger's bookkeeping. Other files in
+// the data directory (a space reserve, for one) are not garbage a collection can take.
+func badgerBytes(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		switch name := d.Name(); {
+		case strings.HasSuffix(name, ".vlog"), strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".mem"),
+			name == "MANIFEST", name == "DISCARD", name == "KEYREGISTRY":
+			n += allocated(p)
+		}
+		return nil
+	})
+	return n
+}
+
+// allocated is the space a file takes on disk (Badger's files are sparse).
+func allocated(path string) int64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0
+	}
+	return st.Blocks * 512
+}
+
+// freeBytes is what an unprivileged writer may still allocate in dir's file system.
+func freeBytes(dir string) (uint64, bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return st.Bavail * uint64(st.Bsize), true
+}
