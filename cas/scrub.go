@@ -137,6 +137,9 @@ func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err
 	if err := s.scrubRecords(ctx, &rep); err != nil {
 		return rep, err
 	}
+	if err := s.dropUnneededMarks(corrupt, &rep); err != nil {
+		return rep, err
+	}
 	s.reportCorrupt(&rep, corrupt, uses)
 	rep.Duration = time.Since(start)
 	lvl := s.log.Info
@@ -367,6 +370,39 @@ func (s *Store) scrubRecords(ctx context.Context, rep *ScrubReport) error {
 		return fmt.Errorf("cas: scrub records: %w", err)
 	}
 	return nil
+}
+
+// dropUnneededMarks forgets marks this scrub did not confirm: a marked block that is
+// stored and verifies, or that is gone (collected) and that no block map pointed at
+// during the scan. A mark only makes puts verify the stored copy, and a put of a block
+// that is not stored always stores it, so no mark is needed for either.
+func (s *Store) dropUnneededMarks(corrupt map[Digest]string, rep *ScrubReport) error {
+	for _, d := range s.CorruptBlocks() {
+		if _, found := corrupt[d]; found {
+			continue
+		}
+		cleared, err := s.dropMarkUnlessCorrupt(d)
+		if err != nil {
+			return err
+		}
+		if cleared {
+			rep.MarksCleared++
+		}
+	}
+	return nil
+}
+
+func (s *Store) dropMarkUnlessCorrupt(d Digest) (bool, error) {
+	stripe := &s.stripes[d[0]]
+	stripe.Lock()
+	defer stripe.Unlock()
+	buf := s.getBuf()
+	defer s.putBuf(buf)
+	problem, err := s.verifyStored(d, (*buf)[:0:cap(*buf)])
+	if err != nil || (problem != "" && problem != "missing") {
+		return false, err
+	}
+	return true, s.clearCorrupt(d)
 }
 
 func appendRecord(rep *ScrubReport, k []byte, problem string) {

@@ -342,3 +342,34 @@ func TestHealRacingPutsReadsAndScrub(t *testing.T) {
 		complete(t, s, id, 1)
 	}
 }
+
+// A marked block that garbage collection removed (nothing maps it) loses its mark at
+// the next scrub: the known-corrupt count does not stay up for ever.
+func TestScrubDropsMarksOfCollectedBlocks(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	data := randomBlock(t)
+	d := Sum(data)
+	a := start(t, s, "")
+	put(t, s, a, 0, data)
+	corrupt(t, s, d)
+	if _, err := s.ReadBlock(nil, d); err == nil {
+		t.Fatal("read of the rotten block succeeded")
+	}
+	if err := s.DeleteSnapshot(ctx, owner, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CorruptBlocks(); !slices.Equal(got, []Digest{d}) {
+		t.Fatalf("marks after collection: %v, want the collected block's", got)
+	}
+	rep, err := s.Scrub(ctx, ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.CorruptBlockCount != 0 || rep.MarksCleared != 1 || len(s.CorruptBlocks()) != 0 || s.ScrubTotals().CorruptBlocksKnown != 0 {
+		t.Fatalf("scrub after collection: %+v, marks %v: want the mark dropped", rep, s.CorruptBlocks())
+	}
+}
