@@ -16,7 +16,11 @@ func countedStore(t *testing.T, dir string, clock Clock) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-s.ContentsCounted()
+	select {
+	case <-s.ContentsCounted():
+	case <-time.After(time.Minute): // a count that never ends fails here, not at the test timeout
+		t.Fatal("the count of the store's contents at open did not end within a minute")
+	}
 	if !s.Counters().ContentsReady {
 		t.Fatal("count at open ended without being ready")
 	}

@@ -3,10 +3,11 @@ package cas
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
+	"time"
 
 	"github.com/ebsd/ebsd/cas/castest"
 )
@@ -165,50 +166,97 @@ func TestGCShrinksDataDirectory(t *testing.T) {
 	}
 }
 
-// A collection racing puts of the very blocks it is collecting loses nothing.
+// A collection racing puts of the very blocks it is collecting loses nothing. The
+// collection is stopped at each dangerous point (DESIGN.md rule 10) while a pending
+// snapshot puts the blocks a deleted one held, so every interleaving happens every run:
+//   - released: the deleted map is gone, nothing is marked yet; the puts find the blocks
+//     stored and must be seen by the mark.
+//   - marked: the mark is done without the puts' map entries; the puts find the blocks
+//     stored and must be recorded, or the sweep deletes blocks they rely on.
+//   - swept: the blocks are deleted; the puts must find them absent and store them again.
 func TestGCRacingPuts(t *testing.T) {
-	s := openGCStore(t)
-	ctx := context.Background()
-	for iter := range 15 {
-		seeds := map[int64]uint64{}
-		for i := range int64(8) {
-			seeds[i] = uint64(iter*100) + uint64(i)
-		}
-		old := writeSnap(t, s, "", seeds)
-		if err := s.DeleteSnapshot(ctx, owner, old); err != nil {
-			t.Fatal(err)
-		}
-		snap, err := s.StartSnapshot(ctx, StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			if _, err := s.GC(ctx, false); err != nil {
-				t.Error(err)
+	for _, tc := range []struct {
+		stage GCStage
+		// What the stopped collection reclaims: nothing when the puts come before the
+		// sweep (they rely on every block), everything when they come after it.
+		reclaimed int64
+	}{{GCReleased, 0}, {GCMarked, 0}, {GCSwept, 8}} {
+		stage := tc.stage
+		t.Run(string(stage), func(t *testing.T) {
+			s := openGCStore(t)
+			ctx := context.Background()
+			seeds := map[int64]uint64{}
+			for i := range int64(8) {
+				seeds[i] = uint64(i + 1)
 			}
-		})
-		for i, seed := range seeds {
-			wg.Go(func() {
-				b := testBlock(seed)
-				if err := s.PutBlock(ctx, owner, snap.ID, i, b, Sum(b)); err != nil {
-					t.Error(err)
+			old := writeSnap(t, s, "", seeds)
+			if err := s.DeleteSnapshot(ctx, owner, old); err != nil {
+				t.Fatal(err)
+			}
+			snap, err := s.StartSnapshot(ctx, StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			paused := make(chan int, 1)   // the collection reached stage (with its count)
+			resume := make(chan struct{}) // the test lets it go on
+			testDone := make(chan struct{})
+			t.Cleanup(func() { close(testDone) }) // runs before the store closes: a stopped collection ends
+			s.SetGCStageHook(func(st GCStage, n int) {
+				if st != stage {
+					return
+				}
+				paused <- n
+				select {
+				case <-resume:
+				case <-testDone:
 				}
 			})
-		}
-		wg.Wait()
-		if _, err := s.GC(ctx, false); err != nil { // a second pass must not take them either
-			t.Fatal(err)
-		}
-		if _, err := s.CompleteSnapshot(ctx, owner, snap.ID, 8, nil); err != nil {
-			t.Fatal(err)
-		}
-		got := readView(t, s, snap.ID)
-		for i, seed := range seeds {
-			if !bytes.Equal(got[i], testBlock(seed)) {
-				t.Fatalf("iteration %d: block %d lost or wrong", iter, i)
+			gcDone := make(chan error, 1)
+			go func() {
+				rep, err := s.GC(ctx, false)
+				if err == nil && rep.BlocksReclaimed != tc.reclaimed {
+					err = fmt.Errorf("the collection stopped at %s reclaimed %d blocks, want %d", stage, rep.BlocksReclaimed, tc.reclaimed)
+				}
+				gcDone <- err
+			}()
+			select {
+			case n := <-paused:
+				t.Logf("collection stopped at %s (n=%d)", stage, n)
+			case err := <-gcDone:
+				t.Fatalf("the collection ended (%v) without reaching %s", err, stage)
+			case <-time.After(time.Minute):
+				t.Fatalf("the collection did not reach %s within a minute", stage)
 			}
-		}
+			for i, seed := range seeds {
+				b := testBlock(seed)
+				if err := s.PutBlock(ctx, owner, snap.ID, i, b, Sum(b)); err != nil {
+					t.Fatalf("put %d while the collection is stopped at %s: %v", i, stage, err)
+				}
+			}
+			close(resume)
+			select {
+			case err := <-gcDone:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("the collection did not end within a minute of being let go")
+			}
+			s.SetGCStageHook(nil)
+			if _, err := s.GC(ctx, false); err != nil { // a second pass must not take them either
+				t.Fatal(err)
+			}
+			if _, err := s.CompleteSnapshot(ctx, owner, snap.ID, 8, nil); err != nil {
+				t.Fatal(err)
+			}
+			got := readView(t, s, snap.ID)
+			for i, seed := range seeds {
+				if !bytes.Equal(got[i], testBlock(seed)) {
+					t.Fatalf("stopped at %s: block %d lost or wrong", stage, i)
+				}
+			}
+		})
 	}
 }
 

@@ -62,9 +62,24 @@ func newFUSEDaemon(t testing.TB, tools ...string) *testDaemon {
 	return newTestDaemon(t, func(c *config) { c.mount = mnt })
 }
 
+// cmdTimeout bounds every child process a FUSE test runs: a hung mount or a child that
+// waits for a signal that never comes fails the test instead of hanging it.
+const cmdTimeout = 5 * time.Minute
+
+// command is exec.Command under cmdTimeout: the child is killed when it runs out, and
+// Wait gives up on output pipes a grandchild still holds 10 s after that.
+func command(t testing.TB, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = 10 * time.Second
+	return cmd
+}
+
 func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := command(t, name, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
@@ -180,7 +195,12 @@ func loopMount(t *testing.T, image string) string {
 	t.Helper()
 	dir := t.TempDir()
 	run(t, "mount", "-o", "loop,ro", image, dir)
-	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	t.Cleanup(func() {
+		// Cleanups cannot register cleanups: this child gets its own deadline.
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		_ = exec.CommandContext(ctx, "umount", dir).Run()
+	})
 	return dir
 }
 
@@ -230,7 +250,7 @@ func TestFUSEImageEndToEnd(t *testing.T) {
 	if !strings.Contains(meta, `"volumeSizeGiB": 1`) || !strings.Contains(meta, `"dataBlocks": `+strconv.FormatInt(snap.DataBlocks, 10)) {
 		t.Fatalf("metadata file:\n%s", meta)
 	}
-	if err := exec.Command("sh", "-c", "echo x > "+fuseImage).Run(); err == nil {
+	if err := command(t, "sh", "-c", "echo x > "+fuseImage).Run(); err == nil {
 		t.Fatal("writing into an image succeeded")
 	}
 
@@ -309,7 +329,7 @@ const (
 // childLseek runs lseek in a child process (the test binary as a helper).
 func childLseek(t *testing.T, path string, off int64, whence int) (int64, syscall.Errno) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := command(t, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "EBSD_TEST_HELPER=lseek", "EBSD_LSEEK="+fmt.Sprintf("%s|%d|%d", path, off, whence))
 	out, err := cmd.Output()
 	if err != nil {
@@ -361,21 +381,45 @@ func TestFUSEDeleteWhileOpen(t *testing.T) {
 	}
 	img := filepath.Join(td.cfg.mount, id)
 	run(t, "ls", img) // the kernel now caches the name
-	// A child opens the image, waits for a signal file, then copies it out.
-	gate := filepath.Join(work, "go")
-	opened := filepath.Join(work, "opened")
+	// A child opens the image, says so on its stdout, waits for a line on its stdin,
+	// then copies the image out. The pipes are the only synchronisation: the delete and
+	// the collection below happen while it holds the file open, every time.
 	out := filepath.Join(work, "out")
-	reader := exec.Command("sh", "-c", `exec 3<"$1"; : >"$4"; while [ ! -e "$2" ]; do sleep 0.05; done; cat <&3 > "$3"`, "sh", img, gate, out, opened)
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	reader := exec.CommandContext(ctx, "sh", "-c", `exec 3<"$1" || exit 1; echo opened; read -r go || exit 2; cat <&3 >"$2"`, "sh", img, out)
+	reader.WaitDelay = 10 * time.Second
+	// Pipes as *os.File ends, so the parent's reads and writes can have deadlines.
+	childIn, toChild, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toChild.Close()
+	fromChild, childOut, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fromChild.Close()
+	// stderr goes to a file, so reading it while the child runs is no data race.
+	childErr, err := os.Create(filepath.Join(work, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer childErr.Close()
+	stderr := func() string { b, _ := os.ReadFile(childErr.Name()); return string(b) }
+	reader.Stdin, reader.Stdout, reader.Stderr = childIn, childOut, childErr
 	if err := reader.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(opened); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the reader never opened the image")
-		}
+	// The child holds its own copies: the parent sees EOF if it exits early, and the
+	// child sees EOF if the parent goes away.
+	childIn.Close()
+	childOut.Close()
+	if err := fromChild.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufioReader(fromChild).ReadString('\n'); line != "opened\n" {
+		t.Fatalf("the reader did not open the image: %q, %v (stderr %q)", line, err, stderr())
 	}
 	e := newEC2Client(td.url())
 	if _, err := e.DeleteSnapshot(context.Background(), &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)}); err != nil {
@@ -384,15 +428,24 @@ func TestFUSEDeleteWhileOpen(t *testing.T) {
 	if names := run(t, "ls", td.cfg.mount); strings.Contains(names, id) {
 		t.Fatalf("deleted snapshot still listed:\n%s", names)
 	}
-	if err := exec.Command("stat", img).Run(); err == nil {
+	if err := command(t, "stat", img).Run(); err == nil {
 		t.Fatal("deleted image still resolves by name")
 	}
-	gcNow(t, td, false)
-	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+	if rep := gcNow(t, td, false); rep.BlocksReclaimed != 0 {
+		t.Fatalf("a collection took the blocks of an image still open: %+v", rep)
+	}
+	// The go-ahead; the child's deadline (ctx) bounds Wait.
+	if err := toChild.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(toChild, "go\n"); err != nil {
+		t.Fatalf("telling the reader to go on: %v (stderr %q)", err, stderr())
+	}
+	if err := toChild.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := reader.Wait(); err != nil {
-		t.Fatalf("open reader: %v", err)
+		t.Fatalf("open reader: %v (stderr %q)", err, stderr())
 	}
 	run(t, "cmp", expected, out)
 	// With the reader gone the next collection takes the blocks.

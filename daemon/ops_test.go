@@ -73,7 +73,11 @@ func TestOpsMetricsAfterUploadsPassPromtool(t *testing.T) {
 	if _, err := complete(ctx, c, *snap.SnapshotId, blocks); err != nil {
 		t.Fatal(err)
 	}
-	<-td.store().ContentsCounted()
+	select {
+	case <-td.store().ContentsCounted():
+	case <-time.After(time.Minute): // a count that never ends fails here, not at the test timeout
+		t.Fatal("the store's count of its contents at start did not end within a minute")
+	}
 
 	code, body := opsGet(t, o, "/metrics")
 	if code != http.StatusOK {
