@@ -9,12 +9,6 @@ import (
 	"testing"
 )
 
-// duData is what du says the data directory takes, less the full-disk space reserve
-// (space.go), which is held free on purpose and is no garbage.
-func duData(dir string) int64 {
-	return dirBytes(dir) - allocated(filepath.Join(dir, spaceReserveFile))
-}
-
 // putNoise puts n incompressible blocks, seeds from seed on, into a new snapshot and
 // completes it.
 func putNoise(t *testing.T, s *Store, n int64, seed uint64) string {
@@ -48,7 +42,7 @@ func TestGCGivesBackTheValueLogBeingWritten(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	id := putNoise(t, s, 192, 1) // 96 MiB stored, all in the first value-log file
-	before := duData(s.opts.Dir)
+	before := dirBytes(s.opts.Dir)
 	if err := s.DeleteSnapshot(ctx, owner, id); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +50,7 @@ func TestGCGivesBackTheValueLogBeingWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after := duData(s.opts.Dir)
+	after := dirBytes(s.opts.Dir)
 	live := s.Counters().StoredBytes
 	t.Logf("data directory %d MiB → %d MiB, live %d MiB; %+v", before>>20, after>>20, live>>20, rep)
 	if rep.BlocksReclaimed != 192 || live != 0 {
