@@ -27,7 +27,7 @@ var (
 	descGroupCommitFailures = desc("ebsd_group_commit_failures_total",
 		"Group commits that failed (every put in them got the error).")
 	descReadFailures = desc("ebsd_block_read_failures_total",
-		"Block reads refused because the stored block was missing, undecodable or did not hash to its key: corruption found by reads (there is no background scrub).")
+		"Block reads refused because the stored block was missing, undecodable or did not hash to its key: corruption found by reads (what scrubs find is ebsd_scrub_corrupt_blocks_found_total).")
 
 	descUniqueBlocks = desc("ebsd_store_unique_blocks",
 		"Distinct non-zero blocks stored.")
@@ -74,6 +74,27 @@ var (
 	descGCVlogRewritten = desc("ebsd_gc_value_log_files_rewritten_total",
 		"Badger value-log files garbage collection rewrote to give space back to the file system.")
 
+	descScrubRuns = desc("ebsd_scrub_runs_total",
+		"Scrubs (every stored block re-read and re-hashed, every catalog record decoded) that finished since start; failed or cancelled ones are ebsd_scrub_failures_total.")
+	descScrubFailures = desc("ebsd_scrub_failures_total",
+		"Scrubs that failed or were cancelled since start.")
+	descScrubBlocks = desc("ebsd_scrub_blocks_checked_total",
+		"Stored blocks scrubs read and verified since start, failed scrubs included.")
+	descScrubBytes = desc("ebsd_scrub_bytes_checked_total",
+		"Stored (compressed) bytes scrubs read since start, failed scrubs included.")
+	descScrubCorruptBlocks = desc("ebsd_scrub_corrupt_blocks_found_total",
+		"Corrupt or missing blocks found by scrubs since start, summed over runs: a block found by two scrubs counts twice (ebsd_corrupt_blocks_known counts each once).")
+	descScrubCorruptRecords = desc("ebsd_scrub_corrupt_records_found_total",
+		"Catalog records that did not decode, found by scrubs since start, summed over runs.")
+	descScrubLastDuration = desc("ebsd_scrub_last_duration_seconds",
+		"How long the most recent scrub took (failed or not); absent until one has run.")
+	descScrubLastSuccess = desc("ebsd_scrub_last_success_timestamp_seconds",
+		"When the most recent scrub that finished started, in Unix seconds; absent until one has.")
+	descCorruptKnown = desc("ebsd_corrupt_blocks_known",
+		"Blocks known to be corrupt now: found by reads or scrubs and not healed since. Above 0: `ebsctl scrub` names the snapshots and indexes that map them; a put of the same bytes heals a block.")
+	descBlocksHealed = desc("ebsd_blocks_healed_total",
+		"Corrupt stored blocks replaced by a put of their bytes since start.")
+
 	descCacheHits = desc("ebsd_cache_hits_total",
 		"Block reads (API and FUSE) served from the decompressed-block cache.")
 	descCacheMisses = desc("ebsd_cache_misses_total",
@@ -98,6 +119,8 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 		descLogicalBytes, descDedupRatio, descCompressionRatio, descContentsReady, descBadgerBytes,
 		descSnapshots,
 		descGCRuns, descGCSeconds, descGCLastDuration, descGCLastSuccess, descGCReclaimedBytes, descGCReclaimedBlocks, descGCVlogRewritten,
+		descScrubRuns, descScrubFailures, descScrubBlocks, descScrubBytes, descScrubCorruptBlocks, descScrubCorruptRecords,
+		descScrubLastDuration, descScrubLastSuccess, descCorruptKnown, descBlocksHealed,
 		descCacheHits, descCacheMisses, descCacheEvictions, descCacheBlocks, descCacheCapacity,
 		descFreeBytes, descSizeBytes,
 	} {
@@ -166,6 +189,22 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGCReclaimedBytes, float64(g.BytesReclaimed))
 	counter(descGCReclaimedBlocks, float64(g.BlocksReclaimed))
 	counter(descGCVlogRewritten, float64(g.ValueLogFilesRewritten))
+
+	sc := c.s.opts.Store.ScrubTotals()
+	counter(descScrubRuns, float64(sc.Runs))
+	counter(descScrubFailures, float64(sc.Failures))
+	counter(descScrubBlocks, float64(sc.BlocksChecked))
+	counter(descScrubBytes, float64(sc.BytesChecked))
+	counter(descScrubCorruptBlocks, float64(sc.CorruptBlocksFound))
+	counter(descScrubCorruptRecords, float64(sc.CorruptRecordsFound))
+	if !sc.Last.Start.IsZero() {
+		gauge(descScrubLastDuration, sc.Last.Duration.Seconds())
+	}
+	if !sc.LastSuccess.IsZero() {
+		gauge(descScrubLastSuccess, float64(sc.LastSuccess.UnixNano())/1e9)
+	}
+	gauge(descCorruptKnown, float64(sc.CorruptBlocksKnown))
+	counter(descBlocksHealed, float64(sc.BlocksHealed))
 
 	if c.s.opts.Cache != nil {
 		cs := c.s.opts.Cache.Stats()

@@ -6,7 +6,7 @@
 // secret: metrics carry operation names and numbers only, and pprof's cmdline handler
 // is left out because the daemon's command line may hold --secret-access-key.
 // Nothing here scans the store either: the store and the cache keep running counters
-// (cas.Counters), read on each scrape.
+// (cas.Counters, cas.ScrubTotals), read on each scrape.
 package ops
 
 import (
@@ -26,9 +26,11 @@ import (
 	"github.com/ebsd/ebsd/cas"
 )
 
-// Store is what the ops endpoints read of the block store (a *cas.Store).
+// Store is what the ops endpoints read of the block store (a *cas.Store). Both are
+// running totals: reading them scans nothing.
 type Store interface {
 	Counters() cas.Counters
+	ScrubTotals() cas.ScrubTotals
 }
 
 // Cache is what they read of the block cache (a *cas.BlockCache).

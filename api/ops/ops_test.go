@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,7 @@ const owner = "111122223333"
 // fixture is a real store and cache behind an ops server on a loopback port.
 type fixture struct {
 	t     *testing.T
+	dir   string // the store's data directory
 	store *cas.Store
 	cache *cas.BlockCache
 	ops   *Server
@@ -46,7 +48,7 @@ func newFixture(t *testing.T, adjust func(*Options)) *fixture {
 	if adjust != nil {
 		adjust(&opts)
 	}
-	f := &fixture{t: t, store: store, cache: cache, ops: New(opts)}
+	f := &fixture{t: t, dir: dir, store: store, cache: cache, ops: New(opts)}
 	f.srv = httptest.NewServer(f.ops) // loopback
 	t.Cleanup(func() {
 		f.srv.Close()
@@ -385,5 +387,155 @@ func TestOperationLabelIsBounded(t *testing.T) {
 	}
 	if got := value(t, fams, "ebsd_api_requests_total", "operation", "other"); got != 21 {
 		t.Fatalf("other = %v, want 21", got)
+	}
+}
+
+// *cas.Store is what the daemon hands the ops server.
+var _ Store = (*cas.Store)(nil)
+
+// rotInValueLog flips two bytes in the middle of the one stored copy of data in the
+// store's value-log files, as a failing disk would: random data is stored raw.
+func rotInValueLog(t *testing.T, dir string, data []byte) {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := bytes.Index(b, data)
+		if off < 0 {
+			continue
+		}
+		found++
+		fh, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mid := int64(off + len(data)/2)
+		if _, err := fh.WriteAt([]byte{b[mid] ^ 0xff, b[mid+1] ^ 0x5a}, mid); err != nil {
+			t.Fatal(err)
+		}
+		if err := fh.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("the block is in %d value-log files, want exactly 1", found)
+	}
+}
+
+// The scrub metrics follow a real store through a scrub that finds a rotten block, a
+// cancelled scrub, a put that heals the block and a clean scrub; before any scrub the
+// counters are at zero and the last-run gauges absent.
+func TestScrubMetricsFollowScrubsAndHeals(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	scrape := func() map[string]*dto.MetricFamily {
+		t.Helper()
+		code, body := f.get("/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("/metrics: %d\n%s", code, body)
+		}
+		return parse(t, body)
+	}
+	type want struct {
+		runs, failures, blocks, bytes, corruptBlocks, corruptRecords, known, healed float64
+	}
+	check := func(step string, w want) map[string]*dto.MetricFamily {
+		t.Helper()
+		fams := scrape()
+		for name, v := range map[string]float64{
+			"ebsd_scrub_runs_total":                  w.runs,
+			"ebsd_scrub_failures_total":              w.failures,
+			"ebsd_scrub_blocks_checked_total":        w.blocks,
+			"ebsd_scrub_bytes_checked_total":         w.bytes,
+			"ebsd_scrub_corrupt_blocks_found_total":  w.corruptBlocks,
+			"ebsd_scrub_corrupt_records_found_total": w.corruptRecords,
+			"ebsd_corrupt_blocks_known":              w.known,
+			"ebsd_blocks_healed_total":               w.healed,
+		} {
+			if got := value(t, fams, name); got != v {
+				t.Errorf("%s: %s = %v, want %v", step, name, got, v)
+			}
+		}
+		return fams
+	}
+
+	fams := check("before any scrub", want{})
+	for _, name := range []string{"ebsd_scrub_last_duration_seconds", "ebsd_scrub_last_success_timestamp_seconds"} {
+		if _, ok := fams[name]; ok {
+			t.Errorf("%s is present before any scrub", name)
+		}
+	}
+
+	snap, err := f.store.StartSnapshot(ctx, cas.StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := [][]byte{randomBlock(t), randomBlock(t), randomBlock(t)}
+	for i, data := range blocks {
+		if err := f.store.PutBlock(ctx, owner, snap.ID, int64(i), data, cas.Sum(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.store.CompleteSnapshot(ctx, owner, snap.ID, int64(len(blocks)), nil); err != nil {
+		t.Fatal(err)
+	}
+	rotInValueLog(t, f.dir, blocks[0])
+
+	rep, err := f.store.Scrub(ctx, cas.ScrubOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.BlocksChecked != 3 || rep.CorruptBlockCount != 1 || rep.BytesChecked < 3*cas.BlockSize {
+		t.Fatalf("scrub of the rotten store: %+v, want 3 blocks checked and 1 corrupt", rep)
+	}
+	found := f.store.ScrubHistory()[0]
+	fams = check("after a scrub that found the rotten block", want{runs: 1, blocks: 3, bytes: float64(rep.BytesChecked), corruptBlocks: 1, known: 1})
+	if got, w := value(t, fams, "ebsd_scrub_last_success_timestamp_seconds"), float64(found.Start.UnixNano())/1e9; got != w {
+		t.Errorf("ebsd_scrub_last_success_timestamp_seconds = %v, want the scrub's start %v", got, w)
+	}
+	if got := value(t, fams, "ebsd_scrub_last_duration_seconds"); got != found.Duration.Seconds() || got <= 0 {
+		t.Errorf("ebsd_scrub_last_duration_seconds = %v, want %v", got, found.Duration.Seconds())
+	}
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.store.Scrub(cancelled, cas.ScrubOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled scrub: %v", err)
+	}
+	failed := f.store.ScrubHistory()[0]
+	fams = check("after a cancelled scrub", want{runs: 1, failures: 1, blocks: 3, bytes: float64(rep.BytesChecked), corruptBlocks: 1, known: 1})
+	if got := value(t, fams, "ebsd_scrub_last_duration_seconds"); got != failed.Duration.Seconds() {
+		t.Errorf("ebsd_scrub_last_duration_seconds = %v, want the cancelled run's %v", got, failed.Duration.Seconds())
+	}
+	if got, w := value(t, fams, "ebsd_scrub_last_success_timestamp_seconds"), float64(found.Start.UnixNano())/1e9; got != w {
+		t.Errorf("a failed scrub moved ebsd_scrub_last_success_timestamp_seconds to %v, want %v", got, w)
+	}
+
+	// A put of the rotten block's bytes, to another snapshot, replaces the stored copy.
+	heal, err := f.store.StartSnapshot(ctx, cas.StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.PutBlock(ctx, owner, heal.ID, 0, blocks[0], cas.Sum(blocks[0])); err != nil {
+		t.Fatal(err)
+	}
+	check("after the healing put", want{runs: 1, failures: 1, blocks: 3, bytes: float64(rep.BytesChecked), corruptBlocks: 1, known: 0, healed: 1})
+
+	clean, err := f.store.Scrub(ctx, cas.ScrubOptions{})
+	if err != nil || clean.CorruptBlockCount != 0 || clean.BlocksChecked != 3 {
+		t.Fatalf("scrub after the heal: %+v, %v", clean, err)
+	}
+	check("after a clean scrub", want{runs: 2, failures: 1, blocks: 6, bytes: float64(rep.BytesChecked + clean.BytesChecked), corruptBlocks: 1, known: 0, healed: 1})
+
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		_, body := f.get("/metrics")
+		checkWithPromtool(t, promtool, body)
 	}
 }
