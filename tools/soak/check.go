@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -80,6 +81,7 @@ func (s *soak) finalCheck(ctx context.Context, out io.Writer, began time.Time, o
 	for _, snap := range f.deleted {
 		s.checkDeleted(ctx, snap, listed)
 	}
+	finalScrub, finalScrubRan := s.scrubOnce(ctx)
 	retriesBefore := s.led.tokenRetries.Load()
 	for _, t := range f.tokens {
 		s.checkToken(ctx, t)
@@ -89,7 +91,8 @@ func (s *soak) finalCheck(ctx context.Context, out io.Writer, began time.Time, o
 	starts, kills := s.sup.counts()
 	l := s.led
 	losses, unexpected := l.problems()
-	scrub := fmt.Sprintf("%d runs", l.scrubRuns.Load())
+	scrub := fmt.Sprintf("%d runs during the load and %s after it, %d blocks verified in all, %d findings",
+		l.scrubRuns.Load()-b2i(finalScrubRan), finalScrub, l.scrubBlocks.Load(), l.scrubFindingsCount.Load())
 	select {
 	case <-s.scrubState.unavailable:
 		scrub = "unavailable (POST /ebsd/v1/scrub answered 404; not checked)"
@@ -182,4 +185,40 @@ func logErrors(path string) string {
 		}
 	}
 	return fmt.Sprintf("%d error lines, %d panics (%s)", errs, panics, path)
+}
+
+// scrubOnce runs one scrub after the load, over the whole store, and says how it went
+// and whether it ran.
+func (s *soak) scrubOnce(ctx context.Context) (string, bool) {
+	select {
+	case <-s.scrubState.unavailable:
+		return "none (unavailable)", false
+	default:
+	}
+	var status int
+	var body []byte
+	err := s.do(ctx, "POST /ebsd/v1/scrub (final)", func(ctx context.Context, g *generation) error {
+		var err error
+		status, body, err = s.admin(ctx, g, "/ebsd/v1/scrub")
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Sprintf("a failed final scrub (%v)", err), false
+	case status == http.StatusNotFound:
+		close(s.scrubState.unavailable)
+		return "none (unavailable)", false
+	case status != http.StatusOK:
+		s.led.unexpected("final scrub: %d %s", status, body)
+		return fmt.Sprintf("a failed final scrub (%d)", status), false
+	}
+	s.noteScrub(body)
+	return "1 final", true
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }

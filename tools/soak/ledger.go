@@ -67,6 +67,7 @@ type ledger struct {
 	deletes, gcRuns, scrubRuns, expected  atomic.Int64
 	tokenRetries, interruptedReads, ops   atomic.Int64
 	gcReclaimedBlocks, scrubFindingsCount atomic.Int64
+	scrubBlocks                           atomic.Int64
 }
 
 func newLedger() *ledger {

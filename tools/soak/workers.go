@@ -531,7 +531,6 @@ func (s *soak) collector(ctx context.Context) {
 
 type scrubAvailability struct {
 	unavailable chan struct{} // closed when the daemon answered 404
-	last        []byte        // the last report, written only by the scrubber
 }
 
 // scrubber asks for a scrub every few seconds. A daemon without the endpoint (404) has
@@ -562,12 +561,21 @@ func (s *soak) scrubber(ctx context.Context) {
 			s.led.unexpected("scrub: %d %s", status, body)
 			continue
 		}
-		s.led.scrubRuns.Add(1)
-		s.scrubState.last = body
-		if f := scrubFindings(body); len(f) > 0 {
-			s.led.scrubFindingsCount.Add(int64(len(f)))
-			s.led.lose("scrub reports %s", strings.Join(f, ", "))
-		}
+		s.noteScrub(body)
+	}
+}
+
+// noteScrub counts a scrub report and records what it found wrong as losses.
+func (s *soak) noteScrub(body []byte) {
+	var rep struct {
+		BlocksChecked int64 `json:"blocksChecked"`
+	}
+	_ = json.Unmarshal(body, &rep) // an unreadable report is a finding of scrubFindings
+	s.led.scrubRuns.Add(1)
+	s.led.scrubBlocks.Add(rep.BlocksChecked)
+	if f := scrubFindings(body); len(f) > 0 {
+		s.led.scrubFindingsCount.Add(int64(len(f)))
+		s.led.lose("scrub reports %s: %s", strings.Join(f, ", "), body)
 	}
 }
 
