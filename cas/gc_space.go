@@ -36,6 +36,8 @@ const (
 	// lowDiscardRatio is the smallest share of dead bytes for which step 2 rewrites a
 	// file: below it a rewrite moves almost a whole file to free almost nothing.
 	lowDiscardRatio = 0.02
+	// rotatePiece is the size of the values a rotation pads the head with.
+	rotatePiece = 4 << 20
 )
 
 // spaceBound is the most a collected store's files may exceed its live stored bytes by.
@@ -61,6 +63,9 @@ func (s *Store) liveStored(kept int64) int64 {
 // and a memtable is compacted only after it is flushed: the collection flushes it (by
 // dropping a marker key, the one public way) and flattens the LSM tree first.
 func (s *Store) reclaimValueLog(ctx context.Context, live, target int64, rep *GCReport) error {
+	if err := s.dropRotationPadding(); err != nil {
+		return err
+	}
 	if err := s.settleDiscards(); err != nil {
 		return err
 	}
@@ -155,12 +160,13 @@ func (s *Store) flushMemtable() error {
 // rotateValueLog makes Badger close the value-log file it is writing and start a new
 // one, so the old head can be rewritten. Badger has no call for it: it starts a new
 // file after the write that takes the head past ValueLogFileSize, so a collection
-// writes one padding value that does, then deletes it (the padding is dead at once and
-// goes with the old head's rewrite). The padding is at most one file; it is skipped,
-// reporting false, when the file system has not twice that free.
+// writes padding that does, in one transaction (Badger keeps a transaction's values in
+// one file), then deletes it: the padding is dead at once and goes with the old head's
+// rewrite. The padding is at most one file, written as values of rotatePiece so that
+// neither this nor Badger's encoding buffer holds a whole file in memory.
 func (s *Store) rotateValueLog() (bool, error) {
 	size := s.opts.ValueLogFileSize
-	key := metaKey("gc-rotate")
+	zeros := make([]byte, min(rotatePiece, size))
 	for range 3 { // the head's size is estimated from its allocated blocks
 		fid, used := headValueLog(s.opts.Dir)
 		if fid == 0 {
@@ -169,17 +175,62 @@ func (s *Store) rotateValueLog() (bool, error) {
 		// used may exceed what Badger wrote by a page or a preallocated extent; the
 		// margin makes one padding enough in the common case and the loop covers the rest.
 		pad := min(max(size-used+1<<20, s.opts.ValueThreshold), size)
-		if err := s.update(func(txn *badger.Txn) error { return txn.Set(key, make([]byte, pad)) }); err != nil {
+		var keys [][]byte
+		for off := int64(0); off < pad; off += int64(len(zeros)) {
+			keys = append(keys, append(metaKey(rotatePrefix), strconv.Itoa(len(keys))...))
+		}
+		err := s.update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Set(k, zeros); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return false, fmt.Errorf("cas: value-log rotation: %w", err)
 		}
-		if err := s.update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
-			return false, fmt.Errorf("cas: value-log rotation: %w", err)
+		if err := s.dropRotationPadding(); err != nil {
+			return false, err
 		}
 		if next, _ := headValueLog(s.opts.Dir); next > fid {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// rotatePrefix starts the names of the padding values (metaKey).
+const rotatePrefix = "gc-rotate/"
+
+// dropRotationPadding deletes the padding of a rotation: right after writing it, and at
+// every collection in case a crash came in between (the padding would otherwise stay
+// live, a file's worth of it).
+func (s *Store) dropRotationPadding() error {
+	var keys [][]byte
+	prefix := metaKey(rotatePrefix)
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err == nil && len(keys) > 0 {
+		err = s.update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("cas: drop value-log rotation padding: %w", err)
+	}
+	return nil
 }
 
 // roomToReclaim says whether the file system has room for the steps beyond rewriting

@@ -3,10 +3,13 @@ package cas
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // putNoise puts n incompressible blocks, seeds from seed on, into a new snapshot and
@@ -252,4 +255,24 @@ func TestReclaimRacingPutsLoseNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after reopening")
+}
+
+// A crash between writing a rotation's padding and deleting it leaves padding values
+// that nothing references; the next collection deletes them.
+func TestGCDropsPaddingLeftByACrash(t *testing.T) {
+	s := openGCStore(t)
+	key := append(metaKey(rotatePrefix), "0"...)
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(key, make([]byte, BlockSize)) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(key)
+		return err
+	})
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("padding left by a crash is still there after a collection: %v", err)
+	}
 }
