@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +19,7 @@ import (
 // nothing but a head, so without help nothing ever came back. A collection therefore:
 //
 //  1. rewrites every file at least half dead (cheap: it moves at most half a file);
-//  2. while the store's files still exceed the live stored bytes by more than
+//  2. while the value log still exceeds the live stored bytes by more than
 //     reclaimTarget, rewrites the file with the most dead bytes whatever its ratio;
 //  3. if that is still not enough and the head holds the garbage, makes Badger start a
 //     new head (rotateValueLog) and goes on with step 2.
@@ -29,8 +28,8 @@ import (
 // value-log file bounds how long a put waits.
 
 const (
-	// spaceFloor and spaceFraction make the bound a collection promises: the store's
-	// files exceed the live stored bytes by at most max(spaceFloor, live/spaceFraction).
+	// spaceFloor and spaceFraction make the bound a collection promises: the value log
+	// exceeds the live stored bytes by at most max(spaceFloor, live/spaceFraction).
 	spaceFloor    = 64 << 20
 	spaceFraction = 10
 	// lowDiscardRatio is the smallest share of dead bytes for which step 2 rewrites a
@@ -40,7 +39,7 @@ const (
 	rotatePiece = 4 << 20
 )
 
-// spaceBound is the most a collected store's files may exceed its live stored bytes by.
+// spaceBound is the most a collected store's value log may exceed its live stored bytes by.
 func spaceBound(live int64) int64 { return max(spaceFloor, live/spaceFraction) }
 
 // reclaimTarget is where a collection stops rewriting: three quarters of the bound, so
@@ -58,7 +57,7 @@ func (s *Store) liveStored(kept int64) int64 {
 }
 
 // reclaimValueLog gives the space of deleted blocks back to the file system until the
-// store's files exceed live, the bytes of the blocks still stored, by at most target.
+// value log exceeds live, the bytes of the blocks still stored, by at most target.
 // Badger learns that value-log entries are dead only when compaction drops their keys,
 // and a memtable is compacted only after it is flushed: the collection flushes it (by
 // dropping a marker key, the one public way) and flattens the LSM tree first.
@@ -78,7 +77,7 @@ func (s *Store) reclaimValueLog(ctx context.Context, live, target int64, rep *GC
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		over := badgerBytes(s.opts.Dir) - live - target
+		over := valueLogBytes(s.opts.Dir) - live - target
 		if over > 0 && !checked {
 			checked, room = true, s.roomToReclaim()
 		}
@@ -271,22 +270,17 @@ func (s *Store) countValueLogFiles() int {
 	return len(paths)
 }
 
-// badgerBytes is the space Badger's own files take on disk (allocated, as du counts
-// them): value log, LSM tables, memtable logs and Badger's bookkeeping. Other files in
-// the data directory (a space reserve, for one) are not garbage a collection can take.
-func badgerBytes(dir string) int64 {
+// valueLogBytes is the space the value-log files take on disk (allocated, as du counts
+// them). The bound is kept on the value log alone: the LSM tree's dead entries are gone
+// once it is flattened, and its live ones (block maps, records) are not stored bytes
+// that any rewrite could shrink; counting them would make every collection rewrite in
+// vain on a store with many large maps.
+func valueLogBytes(dir string) int64 {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
 	var n int64
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		switch name := d.Name(); {
-		case strings.HasSuffix(name, ".vlog"), strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".mem"),
-			name == "MANIFEST", name == "DISCARD", name == "KEYREGISTRY":
-			n += allocated(p)
-		}
-		return nil
-	})
+	for _, p := range paths {
+		n += allocated(p)
+	}
 	return n
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -81,16 +80,6 @@ func reclaimTo(t *testing.T, s *Store, target int64) GCReport {
 		t.Fatal(err)
 	}
 	return rep
-}
-
-// valueLogBytes is the space the value-log files take (allocated).
-func valueLogBytes(dir string) int64 {
-	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	var n int64
-	for _, p := range paths {
-		n += allocated(p)
-	}
-	return n
 }
 
 // When the garbage is spread thin, no value-log file is half dead and Badger's usual
