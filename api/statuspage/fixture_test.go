@@ -18,8 +18,10 @@ var _ Source = (*cas.Store)(nil)
 
 // fakeSource serves fixed metadata; Usage counts its calls and may block or fail.
 type fakeSource struct {
-	snaps []cas.Snapshot
-	runs  []cas.GCRun
+	snaps       []cas.Snapshot
+	runs        []cas.GCRun
+	scrubs      []cas.ScrubRun // newest first, as the store keeps them
+	scrubTotals cas.ScrubTotals
 
 	mu       sync.Mutex
 	usage    cas.Usage
@@ -31,6 +33,8 @@ type fakeSource struct {
 
 func (f *fakeSource) AllSnapshots() []cas.Snapshot { return slices.Clone(f.snaps) }
 func (f *fakeSource) GCHistory() []cas.GCRun       { return slices.Clone(f.runs) }
+func (f *fakeSource) ScrubHistory() []cas.ScrubRun { return slices.Clone(f.scrubs) }
+func (f *fakeSource) ScrubTotals() cas.ScrubTotals { return f.scrubTotals }
 
 func (f *fakeSource) Usage(ctx context.Context) (cas.Usage, error) {
 	f.mu.Lock()
@@ -63,24 +67,28 @@ const (
 	mib   = int64(1) << 20
 	gib   = int64(1) << 30
 
-	idBase    = "snap-0a0000000000000b1"
-	idDaily1  = "snap-0a0000000000000d1"
-	idDaily2  = "snap-0a0000000000000d2"
-	idDaily3  = "snap-0a0000000000000d3"
-	idClone   = "snap-0a0000000000000c1"
-	idOrphan  = "snap-0a00000000000000f"
-	idGone    = "snap-0a0000000000000ee" // deleted: the orphan's parent
-	idDB      = "snap-0b0000000000000a1"
-	idDBNext  = "snap-0b0000000000000a2"
-	xssDesc   = `restore test <script>alert("x")</script>`
-	failedErr = "cas: mark: context canceled"
+	idBase         = "snap-0a0000000000000b1"
+	idDaily1       = "snap-0a0000000000000d1"
+	idDaily2       = "snap-0a0000000000000d2"
+	idDaily3       = "snap-0a0000000000000d3"
+	idClone        = "snap-0a0000000000000c1"
+	idOrphan       = "snap-0a00000000000000f"
+	idGone         = "snap-0a0000000000000ee" // deleted: the orphan's parent
+	idDB           = "snap-0b0000000000000a1"
+	idDBNext       = "snap-0b0000000000000a2"
+	xssDesc        = `restore test <script>alert("x")</script>`
+	failedErr      = "cas: mark: context canceled"
+	scrubFailedErr = "cas: scrub blocks: context canceled"
+	// healHint is what the page tells the operator to do about corrupt blocks.
+	healHint = "ebsctl scrub for the snapshots and indexes; a put of the same bytes heals a block"
 )
 
 // fixtureNow is the fake "now" of the page.
 var fixtureNow = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
 // newFixture is two accounts with a small lineage tree each, a snapshot whose parent
-// is deleted, a pending one the usage scan has not seen yet, and three collections.
+// is deleted, a pending one the usage scan has not seen yet, three collections, and
+// three scrubs (clean, cancelled, one that found two corrupt blocks, still unhealed).
 //
 //	111122223333: base ─┬─ daily1 ── daily2 ── daily3 (pending)
 //	                    └─ clone
@@ -131,7 +139,18 @@ func newFixture() *fakeSource {
 			Report: cas.GCReport{SnapshotMapsReleased: 2, RecordsDropped: 1, BlocksReclaimed: 1200, BytesReclaimed: 310 * mib,
 				BlocksKept: 720, ValueLogFilesRewritten: 3, DiskBytesBefore: 620 * mib, DiskBytesAfter: 300 * mib}},
 	}
-	return &fakeSource{snaps: snaps, runs: runs, usage: usage}
+	scrubs := []cas.ScrubRun{ // newest first
+		{Start: at(40 * time.Minute), Duration: 115 * time.Second, // ebsctl scrub: no rate bound
+			Report: cas.ScrubReport{BlocksChecked: 720, BytesChecked: 121 * mib, RecordsChecked: 1480,
+				CorruptBlockCount: 2, CorruptRecordCount: 1, MarksCleared: 1}},
+		{Start: at(30 * time.Hour), Duration: 12 * time.Second, Err: scrubFailedErr,
+			Report: cas.ScrubReport{BlocksChecked: 200, BytesChecked: 40 * mib, BytesPerSec: 64 * mib}},
+		{Start: at(2 * day), Duration: 125 * time.Second,
+			Report: cas.ScrubReport{BlocksChecked: 715, BytesChecked: 120 * mib, RecordsChecked: 1470, BytesPerSec: 64 * mib}},
+	}
+	totals := cas.ScrubTotals{Runs: 2, Failures: 1, CorruptBlocksFound: 2, CorruptRecordsFound: 1,
+		LastSuccess: scrubs[0].Start, Last: scrubs[0], CorruptBlocksKnown: 2, BlocksHealed: 1}
+	return &fakeSource{snaps: snaps, runs: runs, scrubs: scrubs, scrubTotals: totals, usage: usage}
 }
 
 // checkStatusDOM asserts what a person must see on the fixture's page, on any DOM of
@@ -276,9 +295,57 @@ func checkStatusDOM(t *testing.T, doc *domNode) {
 		}
 	}
 
-	// Scrub says plainly that it has not run.
-	if s := doc.one(t, "#scrub-none", attr("p", "id", "scrub-none")).textContent(); !strings.Contains(s, "Scrub has not run") {
-		t.Errorf("scrub section: %q", s)
+	// Blocks known corrupt: a red banner above everything with what to do, a red card,
+	// and the scrub section says it again.
+	alert := doc.one(t, "#corrupt-alert", attr("p", "id", "corrupt-alert"))
+	if s := alert.textContent(); !hasClass(alert, "alert") || !strings.HasPrefix(s, "2 blocks known corrupt. Run "+healHint) {
+		t.Errorf("corrupt-block banner (class %q): %q", alert.attrs["class"], s)
+	}
+	if main := doc.one(t, "main", tag("main")); len(main.all(tag("p"))) == 0 || main.all(tag("p"))[0] != alert {
+		t.Errorf("the corrupt-block banner is not the first thing in <main>")
+	}
+	card := doc.one(t, "#card-corrupt", attr("div", "id", "card-corrupt"))
+	if s := card.textContent(); !hasClass(card, "bad") || s != "Corrupt blocks 2 known now · last scrub 40 min ago" {
+		t.Errorf("corrupt-blocks card (class %q): %q", card.attrs["class"], s)
+	}
+	known := doc.one(t, "#corrupt-known", attr("p", "id", "corrupt-known"))
+	if s := known.textContent(); !hasClass(known, "bad") || !strings.HasPrefix(s, "2 blocks known corrupt") ||
+		!strings.Contains(s, "run "+healHint) || !strings.Contains(s, "1 healed by puts since the daemon started") {
+		t.Errorf("scrub section's corrupt-block notice (class %q): %q", known.attrs["class"], s)
+	}
+
+	// The scrubs, newest first: what each checked and found, a failure shown as one.
+	if n := doc.all(attr("p", "id", "scrub-none")); len(n) != 0 {
+		t.Errorf("the page says no scrub ran, yet three did")
+	}
+	scrub := doc.one(t, "table#scrub-table", attr("table", "id", "scrub-table"))
+	var scrubs [][]string
+	var corruptCells []string
+	for _, tr := range scrub.all(func(n *domNode) bool { return n.tag == "tr" && hasClass(n, "scrub-run") }) {
+		var cells []string
+		for _, td := range tr.all(tag("td")) {
+			cells = append(cells, td.textContent())
+			if hasClass(td, "bad") {
+				corruptCells = append(corruptCells, td.textContent())
+			}
+		}
+		scrubs = append(scrubs, cells)
+	}
+	wantScrubs := [][]string{
+		{"2026-11-20 11:20 40 min ago", "1 min 55 s no read-rate bound", "720", "121.0 MiB", "1480", "2", "1", "1", "corruption found"},
+		{"2026-11-19 06:00 30 h ago", "12.0 s at most 64.0 MiB/s", "200", "40.0 MiB", "0", "0", "0", "0", "failed " + scrubFailedErr},
+		{"2026-11-18 12:00 2 days ago", "2 min 5 s at most 64.0 MiB/s", "715", "120.0 MiB", "1470", "0", "0", "0", "ok"},
+	}
+	if len(scrubs) != len(wantScrubs) {
+		t.Fatalf("%d scrub rows, want %d: %q", len(scrubs), len(wantScrubs), scrubs)
+	}
+	for i, want := range wantScrubs {
+		if !slices.Equal(scrubs[i], want) {
+			t.Errorf("scrub row %d:\n got %q\nwant %q", i, scrubs[i], want)
+		}
+	}
+	if !slices.Equal(corruptCells, []string{"2", "1"}) {
+		t.Errorf("cells marked corrupt %q, want the newest scrub's 2 blocks and 1 record", corruptCells)
 	}
 }
 

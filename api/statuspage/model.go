@@ -37,6 +37,14 @@ type page struct {
 	GC      []gcRow
 	LastGC  string
 	GCTotal string
+
+	// Scrub is the recent scrubs, newest first. CorruptKnown counts the blocks known to
+	// be corrupt now (found by reads or scrubs, not healed), whether or not a scrub ran.
+	Scrub        []scrubRow
+	LastScrub    string
+	LastScrubOK  bool // the most recent scrub finished and found nothing corrupt
+	CorruptKnown int64
+	Healed       int64
 }
 
 type statusCount struct {
@@ -95,6 +103,17 @@ type gcRow struct {
 	Reclaimed                       size
 	DiskBefore, DiskAfter           size
 	VlogRewritten                   int
+	Err                             string
+}
+
+type scrubRow struct {
+	Started, StartedISO, StartedAgo string
+	Took                            string
+	Rate                            string // the read-rate bound it ran under
+	BlocksChecked, RecordsChecked   int64
+	Checked                         size
+	CorruptBlocks, CorruptRecords   int
+	MarksCleared                    int
 	Err                             string
 }
 
@@ -359,5 +378,35 @@ func newGCRow(now time.Time, run cas.GCRun) gcRow {
 		BlocksReclaimed: rep.BlocksReclaimed, Reclaimed: sizeOf(rep.BytesReclaimed),
 		DiskBefore: sizeOf(rep.DiskBytesBefore), DiskAfter: sizeOf(rep.DiskBytesAfter),
 		VlogRewritten: rep.ValueLogFilesRewritten, Err: run.Err,
+	}
+}
+
+// addScrub fills the scrub section: the runs newest first, and the known-corrupt count.
+func (p *page) addScrub(now time.Time, runs []cas.ScrubRun, totals cas.ScrubTotals) {
+	slices.SortStableFunc(runs, func(a, b cas.ScrubRun) int { return b.Start.Compare(a.Start) })
+	for _, run := range runs {
+		p.Scrub = append(p.Scrub, newScrubRow(now, run))
+	}
+	if len(runs) > 0 {
+		p.LastScrub = ago(now, runs[0].Start)
+		last := runs[0]
+		p.LastScrubOK = last.Err == "" && last.Report.CorruptBlockCount == 0 && last.Report.CorruptRecordCount == 0
+	}
+	p.CorruptKnown = max(totals.CorruptBlocksKnown, 0)
+	p.Healed = totals.BlocksHealed
+}
+
+func newScrubRow(now time.Time, run cas.ScrubRun) scrubRow {
+	rep := run.Report
+	rate := "no read-rate bound"
+	if rep.BytesPerSec > 0 {
+		rate = "at most " + humanBytes(rep.BytesPerSec) + "/s"
+	}
+	return scrubRow{
+		Started: humanTime(run.Start), StartedISO: run.Start.UTC().Format(time.RFC3339), StartedAgo: ago(now, run.Start),
+		Took: humanDuration(run.Duration), Rate: rate,
+		BlocksChecked: rep.BlocksChecked, RecordsChecked: rep.RecordsChecked, Checked: sizeOf(rep.BytesChecked),
+		CorruptBlocks: rep.CorruptBlockCount, CorruptRecords: rep.CorruptRecordCount, MarksCleared: rep.MarksCleared,
+		Err: run.Err,
 	}
 }

@@ -33,6 +33,10 @@ type Source interface {
 	Usage(ctx context.Context) (cas.Usage, error)
 	// GCHistory returns the recent garbage collections.
 	GCHistory() []cas.GCRun
+	// ScrubHistory returns the recent scrubs; ScrubTotals the running totals, of which
+	// the page shows the blocks known to be corrupt now and those healed.
+	ScrubHistory() []cas.ScrubRun
+	ScrubTotals() cas.ScrubTotals
 }
 
 // Options tune the page. The zero value is ready to use.
@@ -142,7 +146,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil && r.Context().Err() != nil {
 		return // the client left; nobody reads the answer
 	}
-	p := buildPage(h.now(), h.src.AllSnapshots(), u, err, h.src.GCHistory(), h.refresh)
+	now := h.now()
+	p := buildPage(now, h.src.AllSnapshots(), u, err, h.src.GCHistory(), h.refresh)
+	p.addScrub(now, h.src.ScrubHistory(), h.src.ScrubTotals())
 	var buf bytes.Buffer
 	if err := pageTemplate.ExecuteTemplate(&buf, "page", struct {
 		CSS         template.CSS

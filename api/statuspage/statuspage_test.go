@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/ebsd/ebsd/cas"
 )
 
 // fixedClock is a clock tests move by hand.
@@ -39,8 +41,9 @@ func get(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRe
 	return rec
 }
 
-// The server's own HTML shows everything checkStatusDOM asks for, with no browser.
-func TestPageShowsSnapshotsLineageChartAndGCHistory(t *testing.T) {
+// The server's own HTML shows everything checkStatusDOM asks for (snapshots, lineage,
+// chart, collections, scrubs and the blocks known corrupt), with no browser.
+func TestPageShowsSnapshotsLineageChartGCAndScrub(t *testing.T) {
 	src := newFixture()
 	srv := httptest.NewServer(New(src, Options{Now: func() time.Time { return fixtureNow }}))
 	defer srv.Close()
@@ -232,11 +235,51 @@ func TestPageDegradesWhenUsageFails(t *testing.T) {
 	}
 }
 
-// An empty store renders, saying there is nothing yet.
+// An empty store renders, saying there is nothing yet: no snapshot, no collection, no
+// scrub, and no block known corrupt (no banner, nothing red).
 func TestPageOfEmptyStore(t *testing.T) {
 	rec := get(t, New(&fakeSource{}, Options{}), http.MethodGet, "/")
 	body := rec.Body.String()
 	if rec.Code != 200 || !strings.Contains(body, "No snapshots yet.") || !strings.Contains(body, "No collection has run") {
 		t.Fatalf("%d: %s", rec.Code, body)
+	}
+	doc := parseDOM(t, body)
+	if s := doc.one(t, "#scrub-none", attr("p", "id", "scrub-none")).textContent(); s != "No scrub has run since the daemon started." {
+		t.Errorf("scrub section: %q", s)
+	}
+	if n := doc.all(attr("p", "id", "corrupt-alert")); len(n) != 0 {
+		t.Errorf("a corrupt-block banner with no block known corrupt")
+	}
+	known := doc.one(t, "#corrupt-known", attr("p", "id", "corrupt-known"))
+	if s := known.textContent(); hasClass(known, "bad") || s != "No block is known to be corrupt." {
+		t.Errorf("corrupt-block notice (class %q): %q", known.attrs["class"], s)
+	}
+	card := doc.one(t, "#card-corrupt", attr("div", "id", "card-corrupt"))
+	if s := card.textContent(); hasClass(card, "bad") || s != "Corrupt blocks 0 known now · no scrub since the daemon started" {
+		t.Errorf("corrupt-blocks card (class %q): %q", card.attrs["class"], s)
+	}
+	if n := doc.all(func(n *domNode) bool { return hasClass(n, "bad") }); len(n) != 0 {
+		t.Errorf("%d elements marked bad on an empty store", len(n))
+	}
+}
+
+// Blocks are known corrupt before any scrub runs (a read found one, or the marks were
+// kept from before a restart): the banner and the red card show, with what to do.
+func TestCorruptBlocksShowBeforeAnyScrub(t *testing.T) {
+	src := &fakeSource{scrubTotals: cas.ScrubTotals{CorruptBlocksKnown: 1}}
+	doc := parseDOM(t, get(t, New(src, Options{}), http.MethodGet, "/").Body.String())
+	if s := doc.one(t, "#corrupt-alert", attr("p", "id", "corrupt-alert")).textContent(); !strings.HasPrefix(s, "1 block known corrupt. Run "+healHint) {
+		t.Errorf("banner: %q", s)
+	}
+	card := doc.one(t, "#card-corrupt", attr("div", "id", "card-corrupt"))
+	if s := card.textContent(); !hasClass(card, "bad") || s != "Corrupt blocks 1 known now · no scrub since the daemon started" {
+		t.Errorf("card (class %q): %q", card.attrs["class"], s)
+	}
+	known := doc.one(t, "#corrupt-known", attr("p", "id", "corrupt-known"))
+	if s := known.textContent(); !hasClass(known, "bad") || !strings.HasPrefix(s, "1 block known corrupt (") || strings.Contains(s, "healed by puts") {
+		t.Errorf("notice (class %q): %q", known.attrs["class"], s)
+	}
+	if len(doc.all(attr("p", "id", "scrub-none"))) != 1 || len(doc.all(attr("table", "id", "scrub-table"))) != 0 {
+		t.Errorf("the scrub history is not empty")
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // The page over a real store: what the store records (snapshots, their sizes, a
-// collection) is what the page shows.
+// collection, a scrub) is what the page shows.
 func TestPageOverRealStore(t *testing.T) {
 	ctx := context.Background()
 	store, err := cas.Open(cas.Options{Dir: t.TempDir(), ExpireInterval: -1})
@@ -50,6 +50,9 @@ func TestPageOverRealStore(t *testing.T) {
 	if _, err := store.GC(ctx, true); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := store.Scrub(ctx, cas.ScrubOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	rec := get(t, New(store, Options{}), http.MethodGet, "/")
 	if rec.Code != http.StatusOK {
@@ -82,5 +85,23 @@ func TestPageOverRealStore(t *testing.T) {
 	}
 	if gc := doc.all(func(n *domNode) bool { return n.tag == "tr" && hasClass(n, "gc-run") }); len(gc) != 1 || !strings.Contains(gc[0].textContent(), "dry run") {
 		t.Errorf("GC history rows: %d", len(gc))
+	}
+	// The scrub read the 6 distinct blocks and found nothing.
+	runs := doc.all(func(n *domNode) bool { return n.tag == "tr" && hasClass(n, "scrub-run") })
+	if len(runs) != 1 {
+		t.Fatalf("%d scrub rows, want 1", len(runs))
+	}
+	var cells []string
+	for _, td := range runs[0].all(tag("td")) {
+		cells = append(cells, td.textContent())
+	}
+	if len(cells) != 9 || !strings.HasSuffix(cells[1], "no read-rate bound") || cells[2] != "6" || cells[5] != "0" || cells[6] != "0" || cells[8] != "ok" {
+		t.Errorf("scrub row %q, want 6 blocks checked, nothing corrupt, ok", cells)
+	}
+	if s := doc.one(t, "#corrupt-known", attr("p", "id", "corrupt-known")).textContent(); s != "No block is known to be corrupt." {
+		t.Errorf("corrupt-block notice: %q", s)
+	}
+	if s := doc.one(t, "#card-corrupt", attr("div", "id", "card-corrupt")).textContent(); s != "Corrupt blocks 0 known now · last scrub just now" {
+		t.Errorf("corrupt-blocks card: %q", s)
 	}
 }
