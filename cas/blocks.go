@@ -117,17 +117,26 @@ func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
 		return append(dst, s.zero...), nil
 	}
 	var out []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(blockKey(d))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			var err error
-			out, err = s.comp.decode(dst, v, codec(item.UserMeta()))
-			return err
+	read := func() error {
+		return s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(blockKey(d))
+			if err != nil {
+				return err
+			}
+			return item.Value(func(v []byte) error {
+				var err error
+				out, err = s.comp.decode(dst, v, codec(item.UserMeta()))
+				return err
+			})
 		})
-	})
+	}
+	err := read()
+	if err != nil {
+		// A value-log rewrite (GC) may move the value and delete its old file between
+		// the lookup and the read; Badger does not wait for point reads. A fresh
+		// transaction finds the value where it is now.
+		err = read()
+	}
 	if err != nil {
 		s.ctr.readFailures.Add(1)
 		s.markAfterFailedRead(d)

@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -511,7 +512,7 @@ func (sv *salvager) copyTo(ctx context.Context, dst *Store) error {
 						continue
 					}
 					sv.rep.TokensCopied++
-				} else if string(k) == string(metaKey("gc-flush")) {
+				} else if string(k) == string(metaKey("gc-flush")) || bytes.HasPrefix(k, metaKey(rotatePrefix)) {
 					continue
 				}
 				if err := wb.Set(k, v); err != nil {
