@@ -49,6 +49,14 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (rep GCReport, err error) {
 	start := time.Now()
 	defer func() { s.recordGC(start, rep, err) }() // the history and metrics see every run
 	rep = GCReport{DryRun: dryRun, DiskBytesBefore: dirBytes(s.opts.Dir)}
+	if !dryRun {
+		// A collection writes (tombstones, a memtable flush, value-log rewrites) even
+		// when it finds nothing to drop: it needs the floor like any write, and may use
+		// the reserve (DESIGN.md, Free space).
+		if err := s.space.maintain(); err != nil {
+			return rep, err
+		}
+	}
 	released, err := s.releaseDeleted(ctx, dryRun, &rep)
 	if err != nil {
 		return rep, err
