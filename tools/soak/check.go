@@ -90,6 +90,14 @@ func (s *soak) finalCheck(ctx context.Context, out io.Writer, began time.Time, o
 
 	starts, kills := s.sup.counts()
 	l := s.led
+	logSummary, logLines := logErrors(s.sup.logPath)
+	for _, line := range logLines {
+		// Nothing in the soak corrupts a block: a daemon that finds one (or panics) is a
+		// finding even when no client saw it (a kernel readahead, a prefetch).
+		if strings.Contains(line, "corrupt") || strings.HasPrefix(line, "panic:") {
+			l.unexpected("the daemon logged: %s", line)
+		}
+	}
 	losses, unexpected := l.problems()
 	scrub := fmt.Sprintf("%d runs during the load and %s after it, %d blocks verified in all, %d findings",
 		l.scrubRuns.Load()-b2i(finalScrubRan), finalScrub, l.scrubBlocks.Load(), l.scrubFindingsCount.Load())
@@ -111,7 +119,14 @@ func (s *soak) finalCheck(ctx context.Context, out io.Writer, began time.Time, o
 	fmt.Fprintf(out, "  scrub:      %s\n", scrub)
 	fmt.Fprintf(out, "  final:      %d live snapshots, %d blocks (%.1f MiB) read bit-exact via API (%d blocks) and FUSE (%d blocks); %d deleted gone from API, EC2 and FUSE; %d/%d client tokens answered the same id\n",
 		len(f.live), blocks.Load(), float64(blocks.Load())*blockSize/(1<<20), apiBlocks, fuseBlocks.Load(), len(f.deleted), tokensOK, len(f.tokens))
-	fmt.Fprintf(out, "  errors:     %d in kill windows (expected), %d unexpected; daemon log: %s\n", l.expected.Load(), len(unexpected), logErrors(s.sup.logPath))
+	fmt.Fprintf(out, "  errors:     %d in kill windows (expected), %d unexpected; daemon log: %s\n", l.expected.Load(), len(unexpected), logSummary)
+	for i, line := range logLines {
+		if i == 10 {
+			fmt.Fprintf(out, "    daemon: … %d more\n", len(logLines)-i)
+			break
+		}
+		fmt.Fprintf(out, "    daemon: %s\n", line)
+	}
 	for _, u := range unexpected {
 		fmt.Fprintf(out, "    unexpected: %s\n", u)
 	}
@@ -168,23 +183,28 @@ func (s *soak) checkDeleted(ctx context.Context, snap *snapshot, listed map[stri
 	}
 }
 
-// logErrors counts the daemon's error lines (slog level=ERROR) and panics, for the
-// summary: a kill explains failed requests, not errors the daemon logged itself.
-func logErrors(path string) string {
+// logErrors counts the daemon's error lines (slog level=ERROR) and panics and returns
+// them, for the summary: a kill explains failed requests, not errors the daemon logged
+// itself, and the work directory is removed after a clean run.
+func logErrors(path string) (string, []string) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return err.Error()
+		return err.Error(), nil
 	}
 	var errs, panics int
+	var lines []string
 	for _, line := range strings.Split(string(raw), "\n") {
 		switch {
 		case strings.Contains(line, "level=ERROR"):
 			errs++
 		case strings.HasPrefix(line, "panic:"):
 			panics++
+		default:
+			continue
 		}
+		lines = append(lines, line)
 	}
-	return fmt.Sprintf("%d error lines, %d panics (%s)", errs, panics, path)
+	return fmt.Sprintf("%d error lines, %d panics (%s)", errs, panics, path), lines
 }
 
 // scrubOnce runs one scrub after the load, over the whole store, and says how it went

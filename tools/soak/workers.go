@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -284,7 +286,7 @@ func (s *soak) reader(ctx context.Context, worker int) {
 			g, err := s.sup.current(ctx)
 			if err == nil {
 				if err := s.readFUSE(snap, sample); err != nil {
-					if s.sup.changedSince(g.n) {
+					if s.sup.changedSince(g.n) && killedMount(err) {
 						s.led.interruptedReads.Add(1)
 					} else {
 						s.led.unexpected("FUSE read of %s (daemon generation %d, no kill since): %v", snap.id, g.n, err)
@@ -296,6 +298,13 @@ func (s *soak) reader(ctx context.Context, worker int) {
 		}
 		s.led.release(snap)
 	}
+}
+
+// killedMount reports whether a FUSE error is what a killed daemon leaves: the
+// connection aborted, the dead mount, or the bare directory before the next mount.
+// EIO is never one: the daemon answered, with an error.
+func killedMount(err error) bool {
+	return errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOTCONN) || errors.Is(err, fs.ErrNotExist)
 }
 
 // sampleIndices picks up to n indices of a snapshot's view, and one it never wrote
