@@ -188,7 +188,11 @@ func (s *soak) killer(loadCtx, procCtx context.Context, o options) error {
 			return nil
 		case <-g.exited:
 			t.Stop()
-			return fmt.Errorf("the daemon (generation %d) exited by itself: %v (see %s)", g.n, g.exitErr, s.sup.logPath)
+			exit := g.exitErr
+			if exit == nil {
+				exit = errors.New("exit status 0")
+			}
+			return fmt.Errorf("the daemon (generation %d) exited by itself: %w (see %s)", g.n, exit, s.sup.logPath)
 		case <-t.C:
 		}
 		if err := s.sup.kill9(); err != nil {
