@@ -38,6 +38,12 @@ const (
 	codecRaw  codec = 0
 	codecZstd codec = 1
 	codecS2   codec = 2
+
+	// codecSettled is a flag on the tag of a block that settling (settle.go) re-encoded
+	// at a stronger level: it decodes as the codec without the flag, and tells the
+	// settler not to try the block again. A store holding settled blocks needs a
+	// version of ebsd that knows the flag.
+	codecSettled codec = 0x80
 )
 
 // compressor owns one zstd encoder and one decoder shared by every goroutine: their
@@ -96,7 +102,7 @@ func (c *compressor) encode(dst, block []byte) ([]byte, codec) {
 
 // decode appends the uncompressed block to dst.
 func (c *compressor) decode(dst, val []byte, tag codec) ([]byte, error) {
-	switch tag {
+	switch tag &^ codecSettled {
 	case codecRaw:
 		return append(dst, val...), nil
 	case codecZstd:

@@ -54,6 +54,9 @@ type Counters struct {
 
 	// GC sums up the garbage collections since the store opened.
 	GC GCTotals
+	// Settle sums up settling (settle.go): since the store opened, and since it was
+	// created.
+	Settle SettleCounters
 
 	// LSMBytes and VlogBytes are Badger's file sizes as Badger last measured them (it
 	// does so about once a minute).
@@ -101,6 +104,7 @@ func (s *Store) Counters() Counters {
 		Deleted:             c.states[stateDeleted].Load(),
 		LogicalBytes:        c.logicalBytes.Load(),
 		GC:                  c.gc.totalsCopy(),
+		Settle:              s.SettleCounters(),
 		Closed:              s.Closed(),
 	}
 	for i := range c.groupSizes {

@@ -52,6 +52,15 @@ type Options struct {
 	// ScrubBytesPerSec bounds how fast a background scrub reads stored bytes, so it
 	// never crowds out clients; 0 means DefaultScrubBytesPerSec, negative no bound.
 	ScrubBytesPerSec int64
+	// Recompress is the zstd level stored blocks are re-encoded at in the background
+	// while no puts flow (settle.go); "" or RecompressOff: never.
+	Recompress RecompressLevel
+	// RecompressBytesPerSec bounds the uncompressed bytes settling re-encodes per
+	// second; 0 means DefaultRecompressBytesPerSec, negative no bound.
+	RecompressBytesPerSec int64
+	// RecompressIdle is how long no put must have committed before settling starts or
+	// resumes; 0 means DefaultRecompressIdle.
+	RecompressIdle time.Duration
 	// Hooks are test seams (hooks.go); production leaves them zero.
 	Hooks Hooks
 }
@@ -93,10 +102,11 @@ type Store struct {
 	touched   map[Digest]struct{} // digests put while a collection runs; nil otherwise
 	onDelete  []func(id string)
 
-	startMu sync.Mutex // serialises StartSnapshot: token check, limits, creation
-	ctr     counters   // running totals for metrics (counters.go)
-	heal    healState  // blocks known to be corrupt (heal.go)
-	scrub   scrubState // one scrub at a time, and the history of scrubs (scrub.go)
+	startMu sync.Mutex  // serialises StartSnapshot: token check, limits, creation
+	ctr     counters    // running totals for metrics (counters.go)
+	heal    healState   // blocks known to be corrupt (heal.go)
+	scrub   scrubState  // one scrub at a time, and the history of scrubs (scrub.go)
+	settle  settleState // re-encoding stored blocks smaller (settle.go)
 	snapsMu sync.RWMutex
 	snaps   map[string]*entry
 
@@ -180,6 +190,10 @@ func Open(opts Options) (*Store, error) {
 		s.closeResources()
 		return nil, err
 	}
+	if err := s.loadSettleTotals(); err != nil {
+		s.closeResources()
+		return nil, err
+	}
 	// Nothing has written yet: a transaction begun now is the exact cut between what
 	// the background count at open sees and what the counters' deltas see.
 	s.wg.Add(1)
@@ -199,6 +213,10 @@ func Open(opts Options) (*Store, error) {
 	if opts.ScrubInterval > 0 {
 		s.wg.Add(1)
 		go s.scrubLoop(opts.ScrubInterval)
+	}
+	if _, ok := opts.Recompress.zstdLevel(); ok {
+		s.wg.Add(1)
+		go s.settleLoop()
 	}
 	return s, nil
 }

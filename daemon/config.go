@@ -38,6 +38,12 @@ type config struct {
 	scrubInterval time.Duration
 	scrubMBPerSec int64
 
+	// Settling (cas/settle.go): the zstd level stored blocks are re-encoded at while no
+	// puts flow, at most how many MiB/s of blocks (0: no bound), after how long without puts.
+	recompress         cas.RecompressLevel
+	recompressMBPerSec int64
+	recompressIdle     time.Duration
+
 	// Identity (see README "Credentials and accounts").
 	auth            string // authSigV4 or authNone
 	accountID       string // the default account
@@ -87,7 +93,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("ebsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := config{mountUID: -1, mountGID: -1}
-	var level, compression, mountMode string
+	var level, compression, mountMode, recompress string
 	var vlogMB int64
 	fs.StringVar(&c.dataDir, "data-dir", defaultDataDir, "directory of the Badger store")
 	fs.StringVar(&c.listen, "listen", defaultListen, "HOST:PORT of the AWS API (EBS direct and EC2 Query)")
@@ -97,10 +103,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&compression, "compression", string(cas.CompressZstd), "codec for new blocks: zstd (best ratio), s2 (faster) or none")
 	fs.IntVar(&c.cacheMB, "cache-mb", 256, "MiB of decompressed blocks cached for reads, shared by API and FUSE")
 	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", 4096, "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128")
-	fs.Int64Var(&vlogMB, "vlog-file-mb", 0, "size of Badger value-log files in MiB; space comes back a file at a time. 0: 256, or a sixteenth of the data directory's file system when that is smaller")
+	fs.Int64Var(&vlogMB, "vlog-file-mb", 0, "size of Badger value-log files in MiB; space comes back a file at a time. 0: 64 (a put waits for one file rewrite during GC), or a sixteenth of the data directory's file system when that is smaller")
 	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often garbage collection runs in the background; 0 disables it")
 	fs.DurationVar(&c.scrubInterval, "scrub-interval", 24*time.Hour, "how often every stored block and record is re-read and verified in the background; 0 disables it")
 	fs.Int64Var(&c.scrubMBPerSec, "scrub-mb-per-sec", cas.DefaultScrubBytesPerSec>>20, "MiB of stored blocks the background scrub reads per second at most; 0: no bound")
+	fs.StringVar(&recompress, "recompress", string(cas.RecompressOff), "zstd level stored blocks are re-encoded at in the background while no puts flow: off, default, better or best (smallest; see BENCHMARKS.md)")
+	fs.Int64Var(&c.recompressMBPerSec, "recompress-mb-per-sec", cas.DefaultRecompressBytesPerSec>>20, "MiB of blocks (uncompressed) --recompress re-encodes per second at most; 0: no bound")
+	fs.DurationVar(&c.recompressIdle, "recompress-idle", cas.DefaultRecompressIdle, "how long no block put must have committed before --recompress starts or resumes")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 
 	fs.StringVar(&c.auth, "auth", authSigV4, "sigv4: every request must be signed by a known account; none: no signatures (loopback only, for a quick try)")
@@ -146,9 +155,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.scrubMBPerSec < 0 || c.scrubMBPerSec > 1<<20 {
 		return c, fmt.Errorf("--scrub-mb-per-sec %d: want 0 (no bound) to %d", c.scrubMBPerSec, 1<<20)
 	}
+	if c.recompressMBPerSec < 0 || c.recompressMBPerSec > 1<<20 {
+		return c, fmt.Errorf("--recompress-mb-per-sec %d: want 0 (no bound) to %d", c.recompressMBPerSec, 1<<20)
+	}
+	if c.recompressIdle <= 0 {
+		return c, fmt.Errorf("--recompress-idle %v: want a positive duration", c.recompressIdle)
+	}
 	var err error
 	if c.compression, err = cas.ParseCompression(compression); err != nil {
 		return c, fmt.Errorf("--compression: %w", err)
+	}
+	if c.recompress, err = cas.ParseRecompress(recompress); err != nil {
+		return c, fmt.Errorf("--recompress: %w", err)
 	}
 	if len(c.accountID) != 12 || strings.Trim(c.accountID, "0123456789") != "" {
 		return c, fmt.Errorf("--account-id %q is not a 12-digit account id", c.accountID)

@@ -65,16 +65,19 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		}
 	}
 	store, err := cas.Open(cas.Options{
-		Dir:                cfg.dataDir,
-		Clock:              cfg.clock,
-		Logger:             log,
-		ExpireInterval:     time.Duration(cfg.expireInterval),
-		MaxPendingPerOwner: cfg.maxPending,
-		Compression:        cfg.compression,
-		GCInterval:         cfg.gcInterval,
-		ScrubInterval:      cfg.scrubInterval,
-		ScrubBytesPerSec:   scrubRate(cfg.scrubMBPerSec),
-		ValueLogFileSize:   cfg.vlogFileSize,
+		Dir:                   cfg.dataDir,
+		Clock:                 cfg.clock,
+		Logger:                log,
+		ExpireInterval:        time.Duration(cfg.expireInterval),
+		MaxPendingPerOwner:    cfg.maxPending,
+		Compression:           cfg.compression,
+		GCInterval:            cfg.gcInterval,
+		ScrubInterval:         cfg.scrubInterval,
+		ScrubBytesPerSec:      scrubRate(cfg.scrubMBPerSec),
+		Recompress:            cfg.recompress,
+		RecompressBytesPerSec: scrubRate(cfg.recompressMBPerSec), // the same 0-is-no-bound mapping
+		RecompressIdle:        cfg.recompressIdle,
+		ValueLogFileSize:      cfg.vlogFileSize,
 	})
 	if err != nil {
 		return nil, err

@@ -48,6 +48,18 @@ type efficiencyReport struct {
 	DedupRatio    float64         `json:"dedupRatio"`
 	CompressRatio float64         `json:"compressionRatio"`
 	Overall       float64         `json:"logicalOverStored"`
+	// Settled is what the daemon's settling (--recompress) did to the stored figure;
+	// absent when it never settled anything.
+	Settled *settledFigure `json:"settled,omitempty"`
+}
+
+// settledFigure is the daemon's settling as the efficiency report shows it.
+type settledFigure struct {
+	Level        string `json:"level"`
+	Blocks       int64  `json:"blocks"`      // stored blocks settled now
+	StoredBytes  int64  `json:"storedBytes"` // their stored size
+	SavedBytes   int64  `json:"savedBytes"`  // since the store was created, collected blocks included
+	UniqueBlocks int64  `json:"uniqueBlocks"`
 }
 
 func runBench(ctx context.Context, g *globalOptions, args []string, stdout io.Writer) error {
@@ -93,6 +105,10 @@ Flags:
 		written := (st.MappedBlocks - st.ZeroBlocks) * blockSize
 		rep.Rows = []efficiencyRow{{Name: g.endpoint, LogicalBytes: st.MappedBlocks * blockSize, ZeroBlocks: st.ZeroBlocks,
 			WrittenBytes: written, NewUnique: st.UniqueBlocks * blockSize, NewStored: st.StoredBytes}}
+		if st.SettledBlocks > 0 || st.Settled.Blocks > 0 {
+			rep.Settled = &settledFigure{Level: st.level(), Blocks: st.SettledBlocks, StoredBytes: st.SettledBytes,
+				SavedBytes: st.Settled.BytesBefore - st.Settled.BytesAfter, UniqueBlocks: st.UniqueBlocks}
+		}
 	}
 	rep.finish()
 	if o.svg != "" {
@@ -213,6 +229,12 @@ func (r *efficiencyReport) table(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "logical / stored: %.1f×\n", r.Overall)
+	if st := r.Settled; st != nil {
+		// The stored figure above is already the settled one; this says how much of it
+		// is, and what it was before settling.
+		fmt.Fprintf(w, "settled (--recompress %s): %d of %d blocks, %s; stored would be %s unsettled (%.1f×)\n",
+			st.Level, st.Blocks, st.UniqueBlocks, mib(st.StoredBytes), mib(r.TotalStored+st.SavedBytes), ratio(r.TotalLogical, r.TotalStored+st.SavedBytes))
+	}
 	return nil
 }
 
