@@ -10,7 +10,7 @@ E2E_DIR   ?= .ebsd/e2e
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test test-short e2e bench deps fmt vet lint clean
+.PHONY: all build run test test-short e2e bench soak deps fmt vet lint clean
 
 all: build
 
@@ -37,6 +37,15 @@ e2e: deps build
 	scripts/make-image.sh --size-mib 128 $(E2E_DIR)
 	scripts/restore-test.sh --tree $(E2E_DIR)/tree $(E2E_DIR)/base.img
 	scripts/restore-test.sh --tree $(E2E_DIR)/next-tree $(E2E_DIR)/next.img
+
+# The soak (not part of `make test`; needs root for the FUSE mount): the real daemon under
+# uploads, API and FUSE reads, deletes, GC and scrub, killed with -9 every few seconds for
+# SOAK_DURATION, then everything it acknowledged is checked (tools/soak): "lost: 0" or the
+# losses, exit 1 on any loss or unexplained error. SOAK_FLAGS: --seed N, --kill-every 2s, --keep.
+SOAK_DURATION ?= 10m
+SOAK_FLAGS    ?=
+soak: deps build
+	$(GO) run ./tools/soak --ebsd bin/ebsd --duration $(SOAK_DURATION) $(SOAK_FLAGS)
 
 test-short:
 	$(GO) test -count=1 ./...

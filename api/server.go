@@ -4,6 +4,7 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,7 +183,11 @@ func (s *Server) unknownOperation(w http.ResponseWriter, r *http.Request) {
 // fail writes e, logging the underlying error of internal failures.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	e := fromStore(err)
-	if e.Status >= 500 {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away (or the daemon is stopping): nobody is there to read
+		// the answer, and nothing failed inside.
+		s.log.Debug("request cancelled", "request_id", info(r).id, "snapshot", info(r).snapshot, "err", err)
+	} else if e.Status >= 500 {
 		s.log.Error("request failed", "request_id", info(r).id, "snapshot", info(r).snapshot, "err", err)
 	}
 	writeError(w, e)
