@@ -72,7 +72,7 @@ type config struct {
 	shutdownGrace time.Duration
 
 	// Set by tests, not by flags.
-	connState      func(net.Conn, http.ConnState) // told of every connection's state change
+	onRequest      func(*http.Request) // told of every request as its handling starts
 	clock          cas.Clock
 	expireInterval int64 // nanoseconds; 0 = store default
 	maxPending     int

@@ -117,6 +117,13 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		Auth: ids.authenticator(), AllowedHosts: ids.allowedHosts(addr), Limit: limit,
 		Observer: opsL.observer(), Logger: log, Blocks: cache, TokenKey: tokenKey, Clock: cfg.clock,
 	})
+	var serve http.Handler = handler
+	if cfg.onRequest != nil {
+		serve = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			cfg.onRequest(r)
+			handler.ServeHTTP(w, r)
+		})
+	}
 	baseCtx, cancelRequests := context.WithCancel(context.Background())
 	undo = append(undo, cancelRequests)
 	d = &daemon{
@@ -131,7 +138,7 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		ln:             ln,
 		done:           make(chan error, 1),
 		srv: &http.Server{
-			Handler:           handler,
+			Handler:           serve,
 			ReadHeaderTimeout: 10 * time.Second,
 			// A block is 512 KiB: a minute allows a 9 KB/s client.
 			ReadTimeout:    time.Minute,
@@ -139,7 +146,6 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 			IdleTimeout:    2 * time.Minute,
 			MaxHeaderBytes: 4 * api.MaxHeaderBytes, // beyond api's limit: see api.MaxHeaderBytes
 			BaseContext:    func(net.Listener) context.Context { return baseCtx },
-			ConnState:      cfg.connState,
 			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 	}

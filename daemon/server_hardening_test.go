@@ -85,15 +85,11 @@ func TestNonHTTP1PrefacesGetAnAWSError(t *testing.T) {
 // TestShutdownFinishesWhateverARequestDoes: a request that never finishes (a body
 // that stops arriving) does not keep the daemon from stopping.
 func TestShutdownFinishesWhateverARequestDoes(t *testing.T) {
-	active := make(chan string, 16)
+	handling := make(chan string, 16)
 	td := newTestDaemon(t, func(c *config) {
 		c.shutdownGrace = 500 * time.Millisecond
 		c.logLevel = slog.LevelInfo // the request log says how the put ended, should it
-		c.connState = func(c net.Conn, s http.ConnState) {
-			if s == http.StateActive {
-				active <- c.RemoteAddr().String()
-			}
-		}
+		c.onRequest = func(r *http.Request) { handling <- r.RemoteAddr }
 	})
 	id := startSnapshotID(t, td)
 	conn, err := net.Dial("tcp", td.d.addr())
@@ -113,16 +109,16 @@ func TestShutdownFinishesWhateverARequestDoes(t *testing.T) {
 	if _, err := io.WriteString(conn, head+"\r\n"+strings.Repeat("x", 1000)); err != nil {
 		t.Fatal(err)
 	}
-	// The server has begun reading this connection's request (StateActive): a
-	// Shutdown now has to wait for it, and the body never ends.
+	// The server is handling this connection's request (a Shutdown started before the
+	// handler would drop the request instead of waiting for it), and its body never ends.
 	for deadline := time.After(20 * time.Second); ; {
 		select {
-		case a := <-active:
+		case a := <-handling:
 			if a != conn.LocalAddr().String() {
 				continue
 			}
 		case <-deadline:
-			t.Fatal("the stuck request never became active")
+			t.Fatal("the stuck request was never handled")
 		}
 		break
 	}
