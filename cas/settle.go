@@ -79,9 +79,9 @@ func (l RecompressLevel) zstdLevel() (zstd.EncoderLevel, bool) {
 const (
 	// DefaultRecompressBytesPerSec bounds how many uncompressed bytes a background
 	// settler re-encodes per second unless configured: at the strongest level one core
-	// here re-encodes about 10 MB/s of a Debian root file system (BENCHMARKS.md), so
-	// this keeps it to under half a core and leaves reads their CPU; 1 GiB settles in
-	// about four minutes.
+	// here re-encodes about 8 MB/s of a Debian root file system (BENCHMARKS.md), so
+	// this keeps it to about half a core and leaves reads their CPU; 1 GiB of written
+	// blocks settles in about four minutes.
 	DefaultRecompressBytesPerSec = 4 << 20
 	// DefaultRecompressIdle is how long no put must have committed before settling
 	// starts or resumes.
@@ -160,9 +160,10 @@ type settleState struct {
 
 	// Test seams, set before a pass: stage is told of each block at "encoded" (before
 	// its rewrite) and "written" (committed, counters not yet updated), with no lock
-	// held; sleep replaces the rate limiter's timer.
+	// held; sleep and clock replace the rate limiter's timer and clock.
 	stage func(stage string, d Digest)
 	sleep func(ctx context.Context, d time.Duration) error
+	clock Clock // the limiter's clock, which a test's sleep moves; nil: the wall clock
 }
 
 // loadSettleTotals reads the durable totals at open.
@@ -305,7 +306,11 @@ func (s *Store) settlePass(ctx context.Context, o SettleOptions, gate *idleGate)
 	rep.Level = o.Level
 	defer func() {
 		rep.Duration = time.Since(start)
-		s.log.Info("settle pass", "level", o.Level, "blocks_tried", rep.BlocksTried, "blocks_settled", rep.BlocksSettled,
+		lvl := s.log.Info
+		if err == nil && rep.BlocksTried == 0 && rep.BlocksGone == 0 && rep.BlocksCorrupt == 0 {
+			lvl = s.log.Debug // a pass after puts of nothing new: nothing to say
+		}
+		lvl("settle pass", "level", o.Level, "blocks_tried", rep.BlocksTried, "blocks_settled", rep.BlocksSettled,
 			"blocks_no_gain", rep.BlocksNoGain, "bytes_before", rep.BytesBefore, "bytes_after", rep.BytesAfter,
 			"pauses", rep.Pauses, "duration", rep.Duration, "err", err)
 	}()
@@ -327,7 +332,13 @@ func (s *Store) settlePass(ctx context.Context, o SettleOptions, gate *idleGate)
 	if sleep == nil {
 		sleep = s.sleepCtx
 	}
-	lim := settleLimiter{rate: o.BytesPerSec, clock: s.clock, sleep: sleep}
+	// The wall clock, not the store's: a store on a test's manual clock still paces by
+	// real sleeps.
+	clock := s.settle.clock
+	if clock == nil {
+		clock = SystemClock{}
+	}
+	lim := settleLimiter{rate: o.BytesPerSec, clock: clock, sleep: sleep}
 	lim.restart()
 	sc := settleScratch{
 		plain: make([]byte, 0, BlockSize),

@@ -415,8 +415,9 @@ func TestSettleIdlePause(t *testing.T) {
 // over n blocks at r bytes per second sleeps n×BlockSize/r in all.
 func TestSettleRateLimit(t *testing.T) {
 	clock := NewManualClock(time.Unix(1_700_000_000, 0))
-	s := openTestStoreWith(t, Options{Clock: clock})
+	s := openTestStore(t)
 	settleFixture(t, s, 6, 0)
+	s.settle.clock = clock
 	var slept time.Duration
 	s.settle.sleep = func(_ context.Context, d time.Duration) error {
 		slept += d
