@@ -503,6 +503,7 @@ func (s *Store) settleBlock(enc *zstd.Encoder, d Digest, sc *settleScratch, rep 
 	if fn := s.settle.stage; fn != nil {
 		fn("written", d)
 	}
+	s.log.Debug("block settled", "digest", d.String(), "bytes_before", oldLen, "bytes_after", len(sc.enc))
 	rep.BlocksSettled++
 	rep.BytesBefore += int64(oldLen)
 	rep.BytesAfter += int64(len(sc.enc))
