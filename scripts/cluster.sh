@@ -40,7 +40,7 @@ STOP_TENTHS=${EBSD_CLUSTER_STOP_TENTHS:-150}
 
 say() { echo "cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -423,6 +423,7 @@ cmd_up() {
 }
 
 need_state() {
+	[ -f "$1/state/cluster.env" ] || die "no cluster under $1 (run: $0 up $1)"
 	setup_dir "$1"
 	[ -f "$STATE/cluster.env" ] || die "no cluster under $DIR (run: $0 up $DIR)"
 	load_state
@@ -459,8 +460,8 @@ cmd_restart_pg() {
 }
 
 cmd_down() {
+	[ -f "$1/state/cluster.env" ] || { say "no cluster under $1"; return 0; }
 	setup_dir "$1"
-	[ -f "$STATE/cluster.env" ] || { say "no cluster under $DIR"; return 0; }
 	lock_dir
 	load_state
 	s3_paths
@@ -472,10 +473,16 @@ cmd_down() {
 cmd_purge() {
 	[ -d "$1" ] || return 0
 	cmd_down "$1"
+	DIR=$(cd "$1" && pwd -P)
+	# Only a cluster's directory (or an empty one) is removed.
+	if [ ! -d "$DIR/state" ] && [ -n "$(ls -A "$DIR")" ]; then
+		die "$DIR is not a cluster directory: not removed"
+	fi
 	local side
 	side=$(readlink "$DIR/pg" 2>/dev/null || true)
 	case "$side" in /tmp/ebsd-cluster-pg.*) rm -rf "$side" ;; esac
 	rm -rf "$DIR"
+	lock_machine # forgets DIR's ports
 	say "removed $DIR"
 }
 
