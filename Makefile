@@ -10,7 +10,7 @@ E2E_DIR   ?= .ebsd/e2e
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test test-short e2e bench soak deps fmt vet lint clean
+.PHONY: all build run test test-short e2e bench soak deps cluster-deps cluster-test fmt vet lint clean
 
 all: build
 
@@ -26,10 +26,10 @@ run: deps build
 # Every test, with the race detector. EBSD_REQUIRE_FUSE=1 (set by CI) turns a skipped
 # FUSE test into a failure. The real AWS clients (CLI v2, boto3), promtool and
 # Chromium the tests drive come from Debian through `deps`.
-test: deps
+test: deps cluster-deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
-	$(GO) test -race -count=1 -timeout 15m ./...
+	EBSD_CLUSTER=1 $(GO) test -race -count=1 -timeout 15m ./...
 
 # The dd-style restore test of scripts/restore-test.sh on small generated ext4 images
 # (a base and a changed one), through a real daemon, FUSE and a loop mount (root).
@@ -46,6 +46,16 @@ SOAK_DURATION ?= 10m
 SOAK_FLAGS    ?=
 soak: deps build
 	$(GO) run ./tools/soak --ebsd bin/ebsd --duration $(SOAK_DURATION) $(SOAK_FLAGS)
+
+# PostgreSQL 15 (Debian) and the S3 server (versitygw, built once from the Go module proxy
+# into ~/.cache/ebsd-cluster) for the shared-store tests; see scripts/cluster.sh.
+cluster-deps:
+	scripts/cluster.sh deps
+
+# scripts/cluster.sh end to end: two clusters, psql and aws s3 cp through the exports,
+# restarts of both servers, nothing left after down.
+cluster-test: cluster-deps
+	scripts/cluster_test.sh
 
 test-short:
 	$(GO) test -count=1 ./...
