@@ -131,6 +131,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.maxConnections, "max-connections", 1024, "open connections the API accepts at once; more wait in the kernel's backlog")
 
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", shutdownGrace, "how long a stop (SIGTERM) waits for requests in flight before closing their connections")
+	var catalog, blocks string
+	fs.StringVar(&catalog, "catalog", "", "where snapshot records live: empty for the embedded Badger store (postgres://… is not supported yet)")
+	fs.StringVar(&blocks, "blocks", "", "where blocks live: empty for the embedded Badger store (s3://BUCKET/PREFIX is not supported yet)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", defaultMetricsListen, "HOST:PORT for /metrics, /healthz, /readyz, pprof and the status page (no signatures: keep it on loopback); empty for none")
 
 	fs.Usage = func() {
@@ -145,6 +148,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	c.metricsListenSet = getenv("EBSD_METRICS_LISTEN") != ""
 	fs.Visit(func(f *flag.Flag) { c.metricsListenSet = c.metricsListenSet || f.Name == "metrics-listen" })
+	if catalog != "" || blocks != "" {
+		// Refused rather than ignored: a daemon that silently kept everything on its
+		// local disk while the operator thinks it shares a store would lose data.
+		return c, fmt.Errorf("--catalog %q / --blocks %q: a PostgreSQL catalog and S3 blocks are not supported yet; leave both empty for the embedded Badger store", catalog, blocks)
+	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}

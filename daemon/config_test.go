@@ -111,3 +111,16 @@ func TestDefaultMetricsAddressInUse(t *testing.T) {
 		t.Fatal("a daemon started without the ops address it was given")
 	}
 }
+
+// TestSharedStoreNotSilentlyIgnored: until the PostgreSQL catalog and S3 blocks exist,
+// asking for them stops the start instead of storing locally behind the operator's back.
+func TestSharedStoreNotSilentlyIgnored(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"EBSD_CATALOG": "postgres://ebsd@127.0.0.1:5432/ebsd"},
+		{"EBSD_BLOCKS": "s3://ebsd/blocks"},
+	} {
+		if _, err := parseConfig(nil, envOf(env), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+			t.Fatalf("%v: %v, want a refusal", env, err)
+		}
+	}
+}
