@@ -125,7 +125,8 @@ func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err
 	start := time.Now()
 	defer func() { s.recordScrub(start, rep, err) }()
 	rep = ScrubReport{BytesPerSec: max(o.BytesPerSec, 0)}
-	lim := rateLimiter{rate: o.BytesPerSec, start: start, stop: s.stop}
+	lim := pacer{rate: o.BytesPerSec, granularity: scrubRateGranularity, clock: SystemClock{}, sleep: s.sleepCtx}
+	lim.restart()
 	corrupt := make(map[Digest]string) // confirmed corrupt: problem
 	if err := s.scrubBlocks(ctx, &lim, &rep, corrupt); err != nil {
 		return rep, err
@@ -153,7 +154,7 @@ func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err
 }
 
 // scrubBlocks verifies every stored block, a short transaction at a time.
-func (s *Store) scrubBlocks(ctx context.Context, lim *rateLimiter, rep *ScrubReport, corrupt map[Digest]string) error {
+func (s *Store) scrubBlocks(ctx context.Context, lim *pacer, rep *ScrubReport, corrupt map[Digest]string) error {
 	buf := s.getBuf()
 	defer s.putBuf(buf)
 	scratch := (*buf)[:0:cap(*buf)]
@@ -447,67 +448,6 @@ func (s *Store) reportCorrupt(rep *ScrubReport, corrupt map[Digest]string, uses 
 	}
 	if rep.CorruptRecords == nil {
 		rep.CorruptRecords = []CorruptRecord{}
-	}
-}
-
-// rateLimiter paces a scrub to rate bytes per second on average since start.
-type rateLimiter struct {
-	rate    int64
-	start   time.Time
-	total   int64
-	pending int64
-	stop    <-chan struct{}
-}
-
-// wait accounts n bytes read and sleeps until the average rate is back under the bound.
-func (l *rateLimiter) wait(ctx context.Context, n int64) error {
-	if l.rate <= 0 {
-		return nil
-	}
-	l.total += n
-	l.pending += n
-	if l.pending < scrubRateGranularity {
-		return nil
-	}
-	l.pending = 0
-	due := l.start.Add(time.Duration(float64(l.total) / float64(l.rate) * float64(time.Second)))
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-l.stop:
-		return ErrClosed
-	}
-}
-
-// scrubLoop runs a scrub every interval at the configured rate, until the store closes.
-func (s *Store) scrubLoop(every time.Duration) {
-	defer s.wg.Done()
-	rate := s.opts.ScrubBytesPerSec
-	if rate == 0 {
-		rate = DefaultScrubBytesPerSec
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-s.stop; cancel() }() // ends with the loop: cancel closes it either way
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			if _, err := s.Scrub(ctx, ScrubOptions{BytesPerSec: rate}); err != nil && ctx.Err() == nil {
-				s.log.Error("scrub", "err", err)
-			}
-		}
 	}
 }
 

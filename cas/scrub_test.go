@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -274,8 +273,9 @@ func TestScrubCancelledIsRecordedAsFailure(t *testing.T) {
 // The rate limiter sleeps only when a scrub runs ahead of its bound, and a cancel ends
 // the sleep.
 func TestScrubRateLimiterWaitsAndCancels(t *testing.T) {
-	stop := make(chan struct{})
-	l := rateLimiter{rate: 1, start: time.Now(), stop: stop}
+	s := openTestStore(t)
+	l := pacer{rate: 1, granularity: scrubRateGranularity, clock: SystemClock{}, sleep: s.sleepCtx}
+	l.restart()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.wait(ctx, scrubRateGranularity) }() // would sleep for weeks
@@ -283,7 +283,8 @@ func TestScrubRateLimiterWaitsAndCancels(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait: %v, want context.Canceled", err)
 	}
-	unbounded := rateLimiter{start: time.Now()}
+	unbounded := pacer{clock: SystemClock{}}
+	unbounded.restart()
 	if err := unbounded.wait(context.Background(), 1<<40); err != nil {
 		t.Fatalf("unbounded wait: %v", err)
 	}

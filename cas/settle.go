@@ -249,44 +249,6 @@ func (g *idleGate) wait(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// settleLimiter paces a pass to rate uncompressed bytes per second on average since it
-// last started or resumed after a pause (a pause earns no burst).
-type settleLimiter struct {
-	rate  int64
-	clock Clock
-	start time.Time
-	total int64
-	sleep func(ctx context.Context, d time.Duration) error
-}
-
-func (l *settleLimiter) restart() { l.start, l.total = l.clock.Now(), 0 }
-
-func (l *settleLimiter) wait(ctx context.Context, n int64) error {
-	if l.rate <= 0 {
-		return nil
-	}
-	l.total += n
-	due := l.start.Add(time.Duration(float64(l.total) / float64(l.rate) * float64(time.Second)))
-	if d := due.Sub(l.clock.Now()); d > 0 {
-		return l.sleep(ctx, d)
-	}
-	return nil
-}
-
-// sleepCtx waits d, or less if ctx ends or the store closes.
-func (s *Store) sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.stop:
-		return ErrClosed
-	}
-}
-
 // settleScratch is one pass's buffers: the decoded block, its new encoding, and the
 // new encoding decoded again for the check.
 type settleScratch struct {
@@ -338,7 +300,7 @@ func (s *Store) settlePass(ctx context.Context, o SettleOptions, gate *idleGate)
 	if clock == nil {
 		clock = SystemClock{}
 	}
-	lim := settleLimiter{rate: o.BytesPerSec, clock: clock, sleep: sleep}
+	lim := pacer{rate: o.BytesPerSec, clock: clock, sleep: sleep}
 	lim.restart()
 	sc := settleScratch{
 		plain: make([]byte, 0, BlockSize),

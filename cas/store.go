@@ -208,11 +208,21 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
-		go s.gcLoop(opts.GCInterval)
+		go s.every(opts.GCInterval, "garbage collection", func(ctx context.Context) error {
+			_, err := s.GC(ctx, false)
+			return err
+		})
 	}
 	if opts.ScrubInterval > 0 {
+		rate := opts.ScrubBytesPerSec
+		if rate == 0 {
+			rate = DefaultScrubBytesPerSec
+		}
 		s.wg.Add(1)
-		go s.scrubLoop(opts.ScrubInterval)
+		go s.every(opts.ScrubInterval, "scrub", func(ctx context.Context) error {
+			_, err := s.Scrub(ctx, ScrubOptions{BytesPerSec: rate})
+			return err
+		})
 	}
 	if _, ok := opts.Recompress.zstdLevel(); ok {
 		s.wg.Add(1)
@@ -340,20 +350,22 @@ func (s *Store) expireLoop(every time.Duration) {
 	}
 }
 
-func (s *Store) gcLoop(every time.Duration) {
+// every runs work each interval until the store closes, with a context the close
+// cancels, logging what fails. The caller has done s.wg.Add(1).
+func (s *Store) every(interval time.Duration, what string, work func(context.Context) error) {
 	defer s.wg.Done()
-	t := time.NewTicker(every)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { <-s.stop; cancel() }() // ends with the loop: cancel closes it either way
+	go func() { <-s.stop; cancel() }() // ends with the loop: it ends only when stop closes
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if _, err := s.GC(ctx, false); err != nil && ctx.Err() == nil {
-				s.log.Error("garbage collection", "err", err)
+			if err := work(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error(what, "err", err)
 			}
 		}
 	}
