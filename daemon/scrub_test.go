@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ebs/types"
 
 	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/cas/castest"
 )
 
 func randomData(t *testing.T) []byte {
@@ -26,43 +25,6 @@ func randomData(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// rotInValueLog flips two bytes in the middle of the one copy of data in the store's
-// value-log files, as a failing disk would: random data is stored raw, so its bytes
-// are there as they were sent.
-func rotInValueLog(t *testing.T, dataDir string, data []byte) {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(dataDir, "*.vlog"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := 0
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		off := bytes.Index(b, data)
-		if off < 0 {
-			continue
-		}
-		found++
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mid := int64(off + len(data)/2)
-		if _, err := f.WriteAt([]byte{b[mid] ^ 0xff, b[mid+1] ^ 0x5a}, mid); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if found != 1 {
-		t.Fatalf("the block is in %d value-log files, want exactly 1", found)
-	}
 }
 
 // scrubNow runs POST /ebsd/v1/scrub, signed as the test account, and decodes the report.
@@ -138,7 +100,7 @@ func TestRottenBlockIsFoundRefusedAndHealedByAPut(t *testing.T) {
 		t.Fatal(err)
 	}
 	td.d = nil
-	rotInValueLog(t, td.cfg.dataDir, rotten)
+	castest.RotInValueLog(t, td.cfg.dataDir, rotten)
 	td.start()
 	c = td.client()
 

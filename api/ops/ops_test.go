@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/cas/castest"
 )
 
 const owner = "111122223333"
@@ -393,42 +393,6 @@ func TestOperationLabelIsBounded(t *testing.T) {
 // *cas.Store is what the daemon hands the ops server.
 var _ Store = (*cas.Store)(nil)
 
-// rotInValueLog flips two bytes in the middle of the one stored copy of data in the
-// store's value-log files, as a failing disk would: random data is stored raw.
-func rotInValueLog(t *testing.T, dir string, data []byte) {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := 0
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		off := bytes.Index(b, data)
-		if off < 0 {
-			continue
-		}
-		found++
-		fh, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mid := int64(off + len(data)/2)
-		if _, err := fh.WriteAt([]byte{b[mid] ^ 0xff, b[mid+1] ^ 0x5a}, mid); err != nil {
-			t.Fatal(err)
-		}
-		if err := fh.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if found != 1 {
-		t.Fatalf("the block is in %d value-log files, want exactly 1", found)
-	}
-}
-
 // The scrub metrics follow a real store through a scrub that finds a rotten block, a
 // cancelled scrub, a put that heals the block and a clean scrub; before any scrub the
 // counters are at zero and the last-run gauges absent.
@@ -486,7 +450,7 @@ func TestScrubMetricsFollowScrubsAndHeals(t *testing.T) {
 	if _, err := f.store.CompleteSnapshot(ctx, owner, snap.ID, int64(len(blocks)), nil); err != nil {
 		t.Fatal(err)
 	}
-	rotInValueLog(t, f.dir, blocks[0])
+	castest.RotInValueLog(t, f.dir, blocks[0])
 
 	rep, err := f.store.Scrub(ctx, cas.ScrubOptions{})
 	if err != nil {
