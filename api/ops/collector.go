@@ -95,6 +95,15 @@ var (
 	descBlocksHealed = desc("ebsd_blocks_healed_total",
 		"Corrupt stored blocks replaced by a put of their bytes since start.")
 
+	descSettleBlocks = desc("ebsd_settle_blocks_total",
+		"Stored blocks re-encoded smaller by settling (--recompress) since start.")
+	descSettleSaved = desc("ebsd_settle_saved_bytes_total",
+		"Stored bytes settling saved since start (before minus after re-encoding); the old copies go back to the file system at the next collection.")
+	descSettledBlocks = desc("ebsd_settled_blocks",
+		"Blocks settled since the store was created (durable).")
+	descSettledSaved = desc("ebsd_settled_saved_bytes",
+		"Stored bytes settling has saved since the store was created (durable).")
+
 	descCacheHits = desc("ebsd_cache_hits_total",
 		"Block reads (API and FUSE) served from the decompressed-block cache.")
 	descCacheMisses = desc("ebsd_cache_misses_total",
@@ -121,6 +130,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 		descGCRuns, descGCSeconds, descGCLastDuration, descGCLastSuccess, descGCReclaimedBytes, descGCReclaimedBlocks, descGCVlogRewritten,
 		descScrubRuns, descScrubFailures, descScrubBlocks, descScrubBytes, descScrubCorruptBlocks, descScrubCorruptRecords,
 		descScrubLastDuration, descScrubLastSuccess, descCorruptKnown, descBlocksHealed,
+		descSettleBlocks, descSettleSaved, descSettledBlocks, descSettledSaved,
 		descCacheHits, descCacheMisses, descCacheEvictions, descCacheBlocks, descCacheCapacity,
 		descFreeBytes, descSizeBytes,
 	} {
@@ -205,6 +215,12 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descCorruptKnown, float64(sc.CorruptBlocksKnown))
 	counter(descBlocksHealed, float64(sc.BlocksHealed))
+
+	st := k.Settle
+	counter(descSettleBlocks, float64(st.BlocksSettled))
+	counter(descSettleSaved, float64(st.BytesBefore-st.BytesAfter))
+	gauge(descSettledBlocks, float64(st.Totals.Blocks))
+	gauge(descSettledSaved, float64(st.Totals.BytesBefore-st.Totals.BytesAfter))
 
 	if c.s.opts.Cache != nil {
 		cs := c.s.opts.Cache.Stats()

@@ -503,3 +503,38 @@ func TestScrubMetricsFollowScrubsAndHeals(t *testing.T) {
 		checkWithPromtool(t, promtool, body)
 	}
 }
+
+// TestSettleMetricsFollowSettling: a settling pass shows in the settle series, since
+// start and since the store was created, and a scrape scans nothing for it.
+func TestSettleMetricsFollowSettling(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	snap, err := f.store.StartSnapshot(ctx, cas.StartParams{OwnerID: owner, VolumeSize: 1, TimeoutMinutes: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, cas.BlockSize)
+	castest.CompressibleBlock(data, 42)
+	if err := f.store.PutBlock(ctx, owner, snap.ID, 0, data, cas.Sum(data)); err != nil {
+		t.Fatal(err)
+	}
+	_, body := f.get("/metrics")
+	if v := value(t, parse(t, body), "ebsd_settle_blocks_total"); v != 0 {
+		t.Fatalf("settled blocks before any pass: %v", v)
+	}
+	rep, err := f.store.Settle(ctx, cas.SettleOptions{Level: cas.RecompressBest})
+	if err != nil || rep.BlocksSettled != 1 {
+		t.Fatalf("settle pass: %+v, %v; want one block settled", rep, err)
+	}
+	_, body = f.get("/metrics")
+	fams := parse(t, body)
+	if v := value(t, fams, "ebsd_settle_blocks_total"); v != 1 {
+		t.Fatalf("ebsd_settle_blocks_total %v, want 1", v)
+	}
+	if v := value(t, fams, "ebsd_settled_blocks"); v != 1 {
+		t.Fatalf("ebsd_settled_blocks %v, want 1", v)
+	}
+	if saved, total := value(t, fams, "ebsd_settle_saved_bytes_total"), value(t, fams, "ebsd_settled_saved_bytes"); saved <= 0 || total != saved {
+		t.Fatalf("saved bytes since start %v, since creation %v: want the same positive number", saved, total)
+	}
+}
