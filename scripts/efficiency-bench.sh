@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # efficiency-bench.sh — how much do dedup and compression save, and how fast?
 #
-#   scripts/efficiency-bench.sh [--size-mib N] [--tree DIR | --debootstrap] [--keep DIR]
+#   scripts/efficiency-bench.sh [--size-mib N] [--tree DIR | --debootstrap] [--keep DIR] [--recompress LEVEL]
 #
 # Builds a base and a changed ("next") ext4 image (scripts/make-image.sh), prints ebsctl's
 # efficiency report for them (logical, written, unique, stored bytes, ratios, growth),
 # then stores both in ebsd (the next one as an incremental child) and in restic (the
 # Debian package, installed if missing) side by side: stored bytes, growth of the second
 # snapshot, ingest MB/s, and cold read-back MB/s with dd through each one's FUSE mount.
+# With --recompress LEVEL the daemon settles (README "Settling"): after each upload the
+# bench waits for the settling pass to finish and runs a GC before it measures stored bytes.
+# The last lines are the ratios ebsd/restic with PASS/FAIL against the goals (ingest >= 2x,
+# stored <= 0.95x, cold read >= 4x), for the base image and for the incremental next one.
 # Needs root (FUSE, dropping the page cache).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EBSD=${EBSD:-$root/bin/ebsd}
 EBSCTL=${EBSCTL:-$root/bin/ebsctl}
-size_mib=512 tree_args=() keep="" tree_dir=""
+size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
     --tree) tree_args=(--tree "$2"); tree_dir=$2; shift 2 ;;
     --debootstrap) tree_args=(--debootstrap); shift ;;
     --keep) keep=$2; shift 2 ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    --recompress) recompress=$2; shift 2 ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
   esac
 done
 command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
@@ -57,24 +62,59 @@ export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1
 unset AWS_SESSION_TOKEN AWS_PROFILE
 mkdir -p "$work/ebsd-mnt"
 # The daemon writes HOST:PORT into the FIFO once it serves with its FUSE export mounted;
-# opened read-write, the FIFO never blocks the open, so read -t bounds the wait.
+# opened read-write, the FIFO never blocks the open, so read -t bounds the wait. Each cold
+# read starts it afresh, so its block cache holds nothing either.
 rm -f "$work/ebsd-addr"; mkfifo "$work/ebsd-addr"
-exec 3<>"$work/ebsd-addr"
-EBSD_ACCESS_KEY_ID=$key EBSD_SECRET_ACCESS_KEY=$secret "$EBSD" --data-dir "$work/ebsd-data" --listen 127.0.0.1:0 \
-  --addr-file "$work/ebsd-addr" --mount "$work/ebsd-mnt" --region us-east-1 --gc-interval 0 --metrics-listen "" 2>"$work/ebsd.log" &
-pids+=($!)
-addr=""
-read -r -t 60 -u 3 addr || true
-exec 3<&-
-[ -n "$addr" ] || { echo "ebsd did not start:" >&2; cat "$work/ebsd.log" >&2; exit 1; }
-E="http://$addr"
+ebsd_pid=""
+start_ebsd() {
+  exec 3<>"$work/ebsd-addr"
+  EBSD_ACCESS_KEY_ID=$key EBSD_SECRET_ACCESS_KEY=$secret "$EBSD" --data-dir "$work/ebsd-data" --listen 127.0.0.1:0 \
+    --addr-file "$work/ebsd-addr" --mount "$work/ebsd-mnt" --region us-east-1 --gc-interval 0 --metrics-listen "${EBSD_METRICS_LISTEN:-}" \
+    --recompress "$recompress" --recompress-mb-per-sec 0 --recompress-idle "${settle_idle}s" 2>>"$work/ebsd.log" &
+  ebsd_pid=$!
+  pids+=("$ebsd_pid")
+  addr=""
+  read -r -t 60 -u 3 addr || true
+  exec 3<&-
+  [ -n "$addr" ] || { echo "ebsd did not start:" >&2; cat "$work/ebsd.log" >&2; exit 1; }
+  E="http://$addr"
+}
+stop_ebsd() { kill -TERM "$ebsd_pid"; wait "$ebsd_pid" || true; }
+start_ebsd
 ctl() { "$EBSCTL" --endpoint-url "$E" --quiet "$@"; }
+stored() { ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/'; }
+# settle: with --recompress, wait (at most 30 minutes) until the settler has logged a
+# pass since the upload and then no further one for 5 idle periods (a pass that began
+# while the upload ran is followed by another), then collect, so the old copies leave the
+# disk. Sets settle_took.
+settle_took=""
+settle() {
+  [ "$recompress" != off ] || return 0
+  local t0 deadline=$((SECONDS + 1800)) n0 n last quiet=0
+  t0=$(now)
+  n0=$(grep -c 'settle pass' "$work/ebsd.log" || true)
+  last=$n0
+  while [ "$quiet" -lt $((5 * settle_idle)) ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "settling did not finish in 30 minutes" >&2; exit 1; }
+    sleep 1
+    n=$(grep -c 'settle pass' "$work/ebsd.log" || true)
+    if [ "$n" -ne "$last" ]; then last=$n quiet=0; elif [ "$n" -gt "$n0" ]; then quiet=$((quiet + 1)); fi
+  done
+  ctl gc >/dev/null
+  settle_took=$(awk -v t0="$t0" -v t1="$(now)" 'BEGIN{printf "%.0f s", t1-t0}')
+}
 t0=$(now); ctl upload --wait --state-dir "$work" "$base" >"$work/up1.out"; t1=$(now); sid1=$(head -1 "$work/up1.out")
-ebsd_in1=$(mbps "$size" "$t0" "$t1"); ebsd_s1=$(ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/')
+ebsd_in1=$(mbps "$size" "$t0" "$t1"); settle; settle_s1=$settle_took; ebsd_s1=$(stored)
 t0=$(now); ctl upload --wait --state-dir "$work" --parent "$sid1" --base-image "$base" "$next" >"$work/up2.out"; t1=$(now); sid2=$(head -1 "$work/up2.out")
-ebsd_in2=$(mbps "$size" "$t0" "$t1"); ebsd_s2=$(ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/')
+ebsd_in2=$(mbps "$size" "$t0" "$t1"); settle; settle_s2=$settle_took; ebsd_s2=$(stored)
+[ "$recompress" = off ] || ctl stats | sed 's/^/ebsd stats: /'
+stop_ebsd; start_ebsd
+drop; t0=$(now); dd if="$work/ebsd-mnt/$sid1" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
+ebsd_rd1=$(mbps "$size" "$t0" "$t1")
+stop_ebsd; start_ebsd
 drop; t0=$(now); dd if="$work/ebsd-mnt/$sid2" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
-ebsd_rd=$(mbps "$size" "$t0" "$t1")
+ebsd_rd2=$(mbps "$size" "$t0" "$t1")
+stop_ebsd
 ebsd_disk=$(bytes "$work/ebsd-data")
 
 # --- restic
@@ -87,21 +127,54 @@ cp --sparse=always "$next" "$work/disk.img"
 t0=$(now); restic backup -q "$work/disk.img"; t1=$(now)
 restic_in2=$(mbps "$size" "$t0" "$t1"); restic_s2=$(bytes "$RESTIC_REPOSITORY")
 mkdir -p "$work/restic-mnt"
-restic mount -q "$work/restic-mnt" >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -e "$work/restic-mnt/snapshots/latest" ] && break; sleep 0.2; done
-rfile=$(find "$work/restic-mnt/snapshots/latest/" -name disk.img | head -1)
-drop; t0=$(now); dd if="$rfile" of=/dev/null bs=1M status=none; t1=$(now)
-restic_rd=$(mbps "$size" "$t0" "$t1")
+# Each cold read mounts afresh, so restic's in-memory blob cache holds nothing either;
+# snapshots/ holds one directory per snapshot, named by time (oldest first), and latest.
+restic_pid=""
+restic_cold_read() { # restic_cold_read 1|2: dd the image of the first or the last snapshot
+  restic mount -q "$work/restic-mnt" >/dev/null 2>&1 &
+  restic_pid=$!
+  pids+=("$restic_pid")
+  for _ in $(seq 100); do [ -e "$work/restic-mnt/snapshots/latest" ] && break; sleep 0.2; done
+  local dirs rfile
+  dirs=$(find "$work/restic-mnt/snapshots/" -mindepth 1 -maxdepth 1 -type d ! -name latest | sort)
+  if [ "$1" = 1 ]; then dirs=$(echo "$dirs" | head -1); else dirs=$(echo "$dirs" | tail -1); fi
+  rfile=$(find "$dirs/" -name disk.img | head -1)
+  drop; t0=$(now); dd if="$rfile" of=/dev/null bs=1M status=none; t1=$(now)
+  umount "$work/restic-mnt"; wait "$restic_pid" || true
+}
+restic_cold_read 1
+restic_rd1=$(mbps "$size" "$t0" "$t1")
+restic_cold_read 2
+restic_rd2=$(mbps "$size" "$t0" "$t1")
 
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 echo
 echo "== two snapshots of a ${size_mib} MiB volume, side by side"
-printf '%-34s %16s %16s\n' "" "ebsd (zstd)" "restic $(restic version | cut -d' ' -f2)"
+label="ebsd (zstd)"; [ "$recompress" = off ] || label="ebsd (settled $recompress)"
+printf '%-34s %16s %16s\n' "" "$label" "restic $(restic version | cut -d' ' -f2)"
 printf '%-34s %16s %16s\n' "stored after base" "$(mib "$ebsd_s1")" "$(mib "$restic_s1")"
 printf '%-34s %16s %16s\n' "stored after next" "$(mib "$ebsd_s2")" "$(mib "$restic_s2")"
 printf '%-34s %16s %16s\n' "growth of the next snapshot" "$(mib $((ebsd_s2 - ebsd_s1)))" "$(mib $((restic_s2 - restic_s1)))"
 printf '%-34s %16s %16s\n' "data directory on disk" "$(mib "$ebsd_disk")" "$(mib "$(bytes "$RESTIC_REPOSITORY")")"
 printf '%-34s %13s MB/s %11s MB/s\n' "ingest base (per logical byte)" "$ebsd_in1" "$restic_in1"
 printf '%-34s %13s MB/s %11s MB/s\n' "ingest next" "$ebsd_in2" "$restic_in2"
-printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back, dd via FUSE" "$ebsd_rd" "$restic_rd"
+printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back base, dd via FUSE" "$ebsd_rd1" "$restic_rd1"
+printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back next, dd via FUSE" "$ebsd_rd2" "$restic_rd2"
+[ "$recompress" = off ] || printf '%-34s %16s\n' "settling + GC after base, next" "$settle_s1, $settle_s2"
+
+# ratio NAME EBSD RESTIC UNIT GOAL: ebsd/restic, PASS if it meets GOAL (">=X" or "<=X").
+ratio() {
+  awk -v n="$1" -v e="$2" -v r="$3" -v u="$4" -v g="$5" 'BEGIN{
+    x = (r > 0) ? e / r : 0; op = substr(g, 1, 2); v = substr(g, 3) + 0
+    ok = (op == ">=") ? (x >= v) : (x <= v)
+    if (u == "KiB") { es = sprintf("%.0f KiB", e / 1024); rs = sprintf("%.0f KiB", r / 1024) } else { es = e " MB/s"; rs = r " MB/s" }
+    printf "ratio %-22s %6.2fx  (ebsd %s, restic %s; goal %s%s)  %s\n", n, x, es, rs, op, v "x", ok ? "PASS" : "FAIL"
+  }'
+}
+echo
+ratio "ingest base" "$ebsd_in1" "$restic_in1" MBps ">=2"
+ratio "stored base" "$ebsd_s1" "$restic_s1" KiB "<=0.95"
+ratio "cold-read base" "$ebsd_rd1" "$restic_rd1" MBps ">=4"
+ratio "ingest next" "$ebsd_in2" "$restic_in2" MBps ">=2"
+ratio "stored growth next" "$((ebsd_s2 - ebsd_s1))" "$((restic_s2 - restic_s1))" KiB "<=0.95"
+ratio "cold-read next" "$ebsd_rd2" "$restic_rd2" MBps ">=4"
