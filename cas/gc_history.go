@@ -35,9 +35,7 @@ const gcHistoryLen = 50
 // rare (one at a time, hourly by default), so a mutex costs nothing here.
 type gcHistory struct {
 	mu     sync.Mutex
-	ring   [gcHistoryLen]GCRun
-	next   int // where the next run goes
-	n      int // runs held, at most gcHistoryLen
+	runs   ring[GCRun] // made by Open
 	totals GCTotals
 }
 
@@ -53,9 +51,7 @@ func (s *Store) recordGC(start time.Time, rep GCReport, err error) {
 	h := &s.ctr.gc
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ring[h.next] = run
-	h.next = (h.next + 1) % gcHistoryLen
-	h.n = min(h.n+1, gcHistoryLen)
+	h.runs.push(run)
 	t := &h.totals
 	t.Last = run
 	switch {
@@ -85,11 +81,7 @@ func (s *Store) GCHistory() []GCRun {
 	h := &s.ctr.gc
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]GCRun, 0, h.n)
-	for i := 1; i <= h.n; i++ {
-		out = append(out, h.ring[(h.next-i+gcHistoryLen)%gcHistoryLen])
-	}
-	return out
+	return h.runs.newestFirst()
 }
 
 func (h *gcHistory) totalsCopy() GCTotals {

@@ -103,11 +103,9 @@ type ScrubTotals struct {
 
 // scrubState is the Store's scrub bookkeeping.
 type scrubState struct {
-	run    sync.Mutex // one scrub at a time
-	mu     sync.Mutex // guards what follows
-	ring   [scrubHistoryLen]ScrubRun
-	next   int
-	n      int
+	run    sync.Mutex     // one scrub at a time
+	mu     sync.Mutex     // guards what follows
+	runs   ring[ScrubRun] // made by Open
 	totals ScrubTotals
 }
 
@@ -463,9 +461,7 @@ func (s *Store) recordScrub(start time.Time, rep ScrubReport, err error) {
 	h := &s.scrub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ring[h.next] = run
-	h.next = (h.next + 1) % scrubHistoryLen
-	h.n = min(h.n+1, scrubHistoryLen)
+	h.runs.push(run)
 	t := &h.totals
 	t.Last = run
 	if err != nil {
@@ -485,11 +481,7 @@ func (s *Store) ScrubHistory() []ScrubRun {
 	h := &s.scrub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]ScrubRun, 0, h.n)
-	for i := 1; i <= h.n; i++ {
-		out = append(out, h.ring[(h.next-i+scrubHistoryLen)%scrubHistoryLen])
-	}
-	return out
+	return h.runs.newestFirst()
 }
 
 // ScrubTotals returns the scrub totals since the store opened, with the number of

@@ -181,6 +181,7 @@ func Open(opts Options) (*Store, error) {
 		space:  space,
 	}
 	space.useTables(db)
+	s.ctr.gc.runs, s.scrub.runs = newRing[GCRun](gcHistoryLen), newRing[ScrubRun](scrubHistoryLen)
 	s.bufs.New = func() any { b := make([]byte, 0, s2.MaxEncodedLen(BlockSize)); return &b }
 	if err := s.loadCatalog(); err != nil {
 		s.closeResources()
