@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // entry is the in-memory catalog entry of one snapshot. Puts hold mu shared while they
@@ -35,12 +36,7 @@ type entry struct {
 func (e *entry) snapshot() Snapshot {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return e.rec.clone()
-}
-
-func (s Snapshot) clone() Snapshot {
-	s.Tags = slices.Clone(s.Tags)
-	return s
+	return e.rec.Clone()
 }
 
 // StartParams are the parameters of StartSnapshot.
@@ -251,14 +247,14 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 	s.snaps[rec.ID] = e
 	s.snapsMu.Unlock()
 	s.ctr.noteState(nil, &rec)
-	return rec.clone(), nil
+	return rec.Clone(), nil
 }
 
 func (s *Store) unusedID() string {
 	s.snapsMu.RLock()
 	defer s.snapsMu.RUnlock()
 	for {
-		id := newSnapshotID()
+		id := core.NewSnapshotID()
 		if _, taken := s.snaps[id]; !taken {
 			return id
 		}
@@ -326,7 +322,7 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 	if err := s.checkMappedSound(ctx, id); err != nil {
 		return "", err
 	}
-	rec := e.rec.clone()
+	rec := e.rec.Clone()
 	if rec.DataBlocks, rec.StoredBytes, err = s.completionSizes(ctx, rec); err != nil {
 		return "", err
 	}
@@ -484,7 +480,7 @@ func (s *Store) expire(ctx context.Context, e *entry) error {
 	if e.rec.Status != StatusPending || !s.idle(e, s.clock.Now()) {
 		return nil // a put or complete got there first
 	}
-	rec := e.rec.clone()
+	rec := e.rec.Clone()
 	rec.Status = StatusError
 	rec.StatusMessage = fmt.Sprintf("no put or complete for %d minutes (Timeout)", rec.TimeoutMinutes)
 	if err := s.writeRecord(rec); err != nil {

@@ -139,7 +139,7 @@ func (s *Store) releaseDeleted(ctx context.Context, dryRun bool, rep *GCReport) 
 					return nil, fmt.Errorf("cas: release map of deleted %s: %w", id, err)
 				}
 				e.mu.Lock()
-				rec := e.rec.clone()
+				rec := e.rec.Clone()
 				rec.MapReleased = true
 				err := s.writeRecord(rec)
 				if err == nil {

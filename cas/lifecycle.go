@@ -33,7 +33,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, owner, id string) error {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
 	}
-	rec := e.rec.clone()
+	rec := e.rec.Clone()
 	rec.DeletedAt = s.clock.Now()
 	wasPending := rec.Status == StatusPending
 	if wasPending {
@@ -85,7 +85,7 @@ func (s *Store) ChangeTags(ctx context.Context, owner, id string, ch TagChange) 
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	rec := e.rec.clone()
+	rec := e.rec.Clone()
 	for _, t := range ch.Set {
 		if i := slices.IndexFunc(rec.Tags, func(x Tag) bool { return x.Key == t.Key }); i >= 0 {
 			rec.Tags[i].Value = t.Value

@@ -13,13 +13,6 @@ import (
 // views are never materialised: they are read by merging the block maps of the
 // lineage, which costs O(blocks returned × lineage depth), never O(volume size).
 
-// Slot is one block of a view: the digest of the data at Index. Zero data (written
-// zeros) has ZeroDigest; indices never written are not slots at all.
-type Slot struct {
-	Index  int64
-	Digest Digest
-}
-
 // lineage returns the ids from id up to its root, child first.
 func (s *Store) lineage(owner, id string) ([]string, error) {
 	var ids []string

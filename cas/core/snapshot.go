@@ -1,9 +1,10 @@
-package cas
+package core
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -57,6 +58,12 @@ type Snapshot struct {
 	MapReleased bool `json:"released,omitempty"`
 }
 
+// Clone returns a copy that shares nothing mutable with s.
+func (s Snapshot) Clone() Snapshot {
+	s.Tags = slices.Clone(s.Tags)
+	return s
+}
+
 // Blocks is the number of block slots of the volume.
 func (s *Snapshot) Blocks() int64 { return s.VolumeSize * BlocksPerGiB }
 
@@ -65,9 +72,16 @@ var snapshotIDPattern = regexp.MustCompile(`^snap-[0-9a-f]{8,32}$`)
 // ValidSnapshotID reports whether id has the shape of a snapshot id.
 func ValidSnapshotID(id string) bool { return snapshotIDPattern.MatchString(id) }
 
-// newSnapshotID returns "snap-" and 17 random hex digits, the shape AWS uses.
-func newSnapshotID() string {
+// NewSnapshotID returns "snap-" and 17 random hex digits, the shape AWS uses.
+func NewSnapshotID() string {
 	var b [9]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
 	return "snap-" + hex.EncodeToString(b[:])[:17]
+}
+
+// Slot is one block of a view: the digest of the data at Index. Zero data (written
+// zeros) has ZeroDigest; indices never written are not slots at all.
+type Slot struct {
+	Index  int64
+	Digest Digest
 }

@@ -1,4 +1,4 @@
-package cas
+package core
 
 import (
 	"sync"
