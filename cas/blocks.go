@@ -40,7 +40,7 @@ func (s *Store) PutBlock(ctx context.Context, owner, id string, index int64, dat
 	if d != claimed {
 		return fmt.Errorf("%w: computed %s, request says %s", ErrChecksumMismatch, d.Base64(), claimed.Base64())
 	}
-	if err := s.writeBlock(id, index, d, data); err != nil {
+	if err := s.writeBlock(ctx, id, index, d, data); err != nil {
 		return err
 	}
 	e.lastActive.Store(s.clock.Now().UnixNano())
@@ -48,8 +48,8 @@ func (s *Store) PutBlock(ctx context.Context, owner, id string, index int64, dat
 }
 
 // writeBlock stores the block (unless it is zero or already stored) and points the
-// snapshot's map entry at it, in one commit shared with concurrent puts.
-func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error {
+// snapshot's map entry at it, in one group commit shared with concurrent puts.
+func (s *Store) writeBlock(ctx context.Context, id string, index int64, d Digest, data []byte) error {
 	op := &writeOp{mapKey: mapKey(id, index), digest: d}
 	// Free space is checked before anything reaches Badger (space.go): a block that
 	// turns out to be stored already only held its room until the commit.
@@ -67,8 +67,7 @@ func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error 
 		stripe.RLock()
 		defer stripe.RUnlock()
 		s.noteTouched(d)
-		bk := blockKey(d)
-		has, err := s.hasKey(bk)
+		has, err := s.hasBlock(ctx, d)
 		if err != nil {
 			return err
 		}
@@ -81,8 +80,8 @@ func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error 
 		if !has || replace {
 			buf := s.getBuf()
 			defer s.putBuf(buf)
-			op.blockKey = bk
-			op.value, op.tag = s.comp.encode(*buf, data)
+			value, tag := s.comp.encode(*buf, data)
+			op.block = &StoredBlock{Digest: d, Tag: byte(tag), Data: value}
 		}
 		if err := s.submit(op); err != nil {
 			return fmt.Errorf("cas: write block %d of %s: %w", index, id, err)
@@ -96,51 +95,57 @@ func (s *Store) writeBlock(id string, index int64, d Digest, data []byte) error 
 	return nil
 }
 
-func (s *Store) hasKey(k []byte) (bool, error) {
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(k)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+// hasBlock says whether the block store holds d; only a definite "absent" is false.
+func (s *Store) hasBlock(ctx context.Context, d Digest) (bool, error) {
+	_, err := s.blocks.Stat(ctx, d)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrBlockNotFound):
 		return false, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("cas: look up %x: %w", k, err)
-	}
-	return true, nil
+	return false, fmt.Errorf("cas: look up block %s: %w", d, err)
 }
 
 // ReadBlock appends the block with digest d to dst after checking that it hashes to d.
-// A block that fails the check is an ErrCorruptBlock, never wrong bytes.
+// A block that fails the check is an ErrCorruptBlock, never wrong bytes; a block store
+// that cannot answer is an error that is neither, and marks nothing.
 func (s *Store) ReadBlock(dst []byte, d Digest) ([]byte, error) {
+	return s.readBlock(context.Background(), dst, d)
+}
+
+func (s *Store) readBlock(ctx context.Context, dst []byte, d Digest) ([]byte, error) {
 	if d == ZeroDigest {
 		return append(dst, s.zero...), nil
 	}
 	var out []byte
+	var decodeErr error
 	read := func() error {
-		return s.db.View(func(txn *badger.Txn) error {
-			item, err := txn.Get(blockKey(d))
-			if err != nil {
-				return err
-			}
-			return item.Value(func(v []byte) error {
-				var err error
-				out, err = s.comp.decode(dst, v, codec(item.UserMeta()))
-				return err
-			})
+		decodeErr = nil
+		return s.blocks.Read(ctx, d, func(tag byte, v []byte) error {
+			out, decodeErr = s.comp.decode(dst, v, codec(tag))
+			return decodeErr
 		})
 	}
 	err := read()
-	if err != nil {
+	if err != nil && decodeErr == nil {
 		// A value-log rewrite (GC) may move the value and delete its old file between
 		// the lookup and the read; Badger does not wait for point reads. A fresh
-		// transaction finds the value where it is now.
+		// transaction finds the value where it is now. A remote engine retries itself.
 		err = read()
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case decodeErr != nil || errors.Is(err, ErrBlockNotFound) || s.local != nil:
+		// The embedded engine's own read failing is the disk's word against the copy.
 		s.ctr.readFailures.Add(1)
 		s.markAfterFailedRead(d)
 		return nil, fmt.Errorf("%w: block %s: %w", ErrCorruptBlock, d, err)
+	default:
+		// The engine could not answer (I/O error, a remote store unreachable): not
+		// evidence against the block, so nothing is marked; the read fails.
+		s.ctr.readFailures.Add(1)
+		return nil, fmt.Errorf("cas: read block %s: %w", d, err)
 	}
 	if len(out)-len(dst) != BlockSize || Sum(out[len(dst):]) != d {
 		s.ctr.readFailures.Add(1)

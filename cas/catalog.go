@@ -375,11 +375,11 @@ func (s *Store) completionSizes(ctx context.Context, rec Snapshot) (dataBlocks, 
 				dataBlocks++
 				if !seen[d] {
 					seen[d] = true
-					item, err := txn.Get(blockKey(d))
+					size, err := s.blocks.Stat(ctx, d)
 					if err != nil {
 						return false, fmt.Errorf("block %s of index %d: %w", d, index, err)
 					}
-					storedBytes += item.ValueSize()
+					storedBytes += size
 				}
 			}
 			if pd, found, err := lookupView(txn, parents, index); err != nil {

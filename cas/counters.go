@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -186,31 +187,12 @@ func (c *counters) noteState(before, after *Snapshot) {
 // committer) and its own earlier writes, and applied only once the commit succeeds.
 type putTally struct {
 	stored, dedup, zero int64
-	newBlocks           [][]byte // keys of blocks this commit adds to the store
+	newBlocks           []Digest // blocks this commit adds to the store
 	mapped, zeroMapped  int64    // changes to the block-map counts
 }
 
-// note tallies op before it is written in txn.
-func (t *putTally) note(txn *badger.Txn, op *writeOp) error {
-	switch {
-	case op.digest == ZeroDigest:
-		t.zero++
-	case op.blockKey == nil:
-		t.dedup++
-	default:
-		// Two first puts of one new block may both get past the put's check (DESIGN.md
-		// rule 2); the later one finds the earlier here and stores nothing new.
-		_, err := txn.Get(op.blockKey)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			t.stored++
-			t.newBlocks = append(t.newBlocks, op.blockKey)
-		case err != nil:
-			return fmt.Errorf("cas: count block: %w", err)
-		default:
-			t.dedup++
-		}
-	}
+// noteMap tallies op's map entry before it is written in txn.
+func (t *putTally) noteMap(txn *badger.Txn, op *writeOp) error {
 	// A put to an index written before replaces its map entry: the entry count stays.
 	item, err := txn.Get(op.mapKey)
 	switch {
@@ -247,18 +229,17 @@ func (s *Store) applyPuts(t *putTally) {
 		return
 	}
 	var size int64
-	err := s.db.View(func(txn *badger.Txn) error {
-		for _, k := range t.newBlocks {
-			item, err := txn.Get(k)
-			if err != nil {
-				return err
-			}
-			size += item.ValueSize()
+	var err error
+	for _, d := range t.newBlocks {
+		n, statErr := s.blocks.Stat(context.Background(), d)
+		if statErr != nil {
+			err = statErr
+			continue
 		}
-		return nil
-	})
+		size += n
+	}
 	if err != nil {
-		// Only a failing Badger gets here; the counts are then off until the next start.
+		// Only a failing block store gets here; the counts are then off until the next start.
 		s.log.Warn("cannot read back the size of committed blocks: stored-bytes metric is off until restart", "err", err)
 	}
 	c.uniqueBlocks.Add(int64(len(t.newBlocks)))
@@ -304,6 +285,25 @@ func zeroEntry(item *badger.Item) (bool, error) {
 	return zero, nil
 }
 
+// countBlocksAtOpen counts the blocks of a block store that is not the store's own
+// Badger DB (countAtOpen reads those in its transaction). No read view spans both, so
+// it runs in Open before anything can write, and costs one listing of the engine per
+// start.
+func (s *Store) countBlocksAtOpen(ctx context.Context) error {
+	var unique, stored int64
+	err := s.blocks.Walk(ctx, Digest{}, func(_ Digest, size int64) error {
+		unique++
+		stored += size
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cas: count stored blocks: %w", err)
+	}
+	s.ctr.uniqueBlocks.Add(unique)
+	s.ctr.storedBytes.Add(stored)
+	return nil
+}
+
 // countAtOpen counts what the store held when it opened, in txn, a read transaction
 // begun in Open before anything could write: every later change is in the counters'
 // deltas and nothing before it is, so adding the two is exact whatever runs meanwhile.
@@ -321,17 +321,19 @@ func (s *Store) countAtOpen(txn *badger.Txn) {
 		n++
 		return n%4096 == 0 && s.Closed()
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
-	for it.Rewind(); it.Valid(); it.Next() {
-		if stopping() {
-			it.Close()
-			return
+	if s.local != nil {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
+		for it.Rewind(); it.Valid(); it.Next() {
+			if stopping() {
+				it.Close()
+				return
+			}
+			unique++
+			stored += it.Item().ValueSize()
 		}
-		unique++
-		stored += it.Item().ValueSize()
+		it.Close()
 	}
-	it.Close()
-	it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		if stopping() {

@@ -268,21 +268,13 @@ type garbageBlock struct {
 
 func (s *Store) unreferencedBlocks(ctx context.Context, marked map[Digest]struct{}, rep *GCReport) ([]garbageBlock, error) {
 	var out []garbageBlock
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			d := Digest(it.Item().Key()[1:])
-			if _, ok := marked[d]; ok {
-				rep.BlocksKept++
-				rep.BytesKept += it.Item().ValueSize()
-				continue
-			}
-			out = append(out, garbageBlock{d: d, size: it.Item().ValueSize()})
+	err := s.blocks.Walk(ctx, Digest{}, func(d Digest, size int64) error {
+		if _, ok := marked[d]; ok {
+			rep.BlocksKept++
+			rep.BytesKept += size
+			return nil
 		}
+		out = append(out, garbageBlock{d: d, size: size})
 		return nil
 	})
 	if err != nil {
@@ -315,14 +307,11 @@ func (s *Store) sweep(ctx context.Context, garbage []garbageBlock, rep *GCReport
 			}
 			doomed = append(doomed, g)
 		}
-		err := s.update(func(txn *badger.Txn) error {
-			for _, g := range doomed {
-				if err := txn.Delete(blockKey(g.d)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		ds := make([]Digest, len(doomed))
+		for k, g := range doomed {
+			ds[k] = g.d
+		}
+		err := s.blocks.Delete(ctx, ds) // the embedded engine takes the write gate itself
 		s.stripes[i].Unlock()
 		if err != nil {
 			return fmt.Errorf("cas: sweep: %w", err)

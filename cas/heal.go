@@ -108,20 +108,17 @@ func (s *Store) verifyStored(d Digest, scratch []byte) (problem string, err erro
 	if d == ZeroDigest {
 		return "", nil
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(blockKey(d))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			problem = s.checkValue(scratch, v, codec(item.UserMeta()), d)
-			return nil
-		})
+	err = s.blocks.Read(context.Background(), d, func(tag byte, v []byte) error {
+		problem = s.checkValue(scratch, v, codec(tag), d)
+		return nil
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	switch {
+	case errors.Is(err, ErrBlockNotFound):
 		return "missing", nil
-	}
-	if err != nil {
+	case err != nil && s.local != nil:
+		// The embedded engine cannot read its own copy: that copy is what is wrong.
+		return "cannot read: " + err.Error(), nil
+	case err != nil:
 		return "", fmt.Errorf("cas: read block %s: %w", d, err)
 	}
 	return problem, nil

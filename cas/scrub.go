@@ -151,61 +151,47 @@ func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err
 	return rep, nil
 }
 
-// scrubBlocks verifies every stored block, a short transaction at a time.
+// scrubBlocks verifies every stored block: the block store lists a batch of digests,
+// then each is read and verified on its own, so no read view is held for long and a
+// remote engine is read one object at a time.
 func (s *Store) scrubBlocks(ctx context.Context, lim *pacer, rep *ScrubReport, corrupt map[Digest]string) error {
 	buf := s.getBuf()
 	defer s.putBuf(buf)
 	scratch := (*buf)[:0:cap(*buf)]
-	var suspects []Digest
-	after := []byte{prefixBlock}
-	for done := false; !done; {
-		suspects = suspects[:0]
-		var n int
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
-			defer it.Close()
-			for it.Seek(after); it.Valid(); it.Next() {
-				item := it.Item()
-				k := item.Key()
-				if bytes.Equal(k, after) {
-					continue // the last key of the previous transaction
-				}
-				if n == scrubBlocksPerTxn {
-					return nil
-				}
-				n++
-				after = item.KeyCopy(after[:0])
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				if len(k) != 1+len(Digest{}) {
-					appendRecord(rep, k, fmt.Sprintf("block key of %d bytes", len(k)))
-					continue
-				}
-				d := Digest(k[1:])
-				var problem string
-				if err := item.Value(func(v []byte) error {
-					problem = s.checkValue(scratch, v, codec(item.UserMeta()), d)
-					return nil
-				}); err != nil {
-					problem = "cannot read: " + err.Error()
-				}
-				rep.BlocksChecked++
-				rep.BytesChecked += item.ValueSize()
-				if problem != "" || s.knownCorrupt(d) {
-					suspects = append(suspects, d)
-				}
-				if err := lim.wait(ctx, item.ValueSize()); err != nil {
-					return err
-				}
-			}
-			done = true
-			return nil
-		})
+	var batch, suspects []Digest
+	for from, more := (Digest{}), true; more; {
+		var err error
+		batch, from, more, err = s.blockBatch(ctx, from, batch[:0], scrubBlocksPerTxn)
 		if err != nil {
 			return fmt.Errorf("cas: scrub blocks: %w", err)
 		}
-		// Outside the transaction: confirming takes the stripe lock and may write.
+		suspects = suspects[:0]
+		for _, d := range batch {
+			var problem string
+			var size int64
+			err := s.blocks.Read(ctx, d, func(tag byte, v []byte) error {
+				size = int64(len(v))
+				problem = s.checkValue(scratch, v, codec(tag), d)
+				return nil
+			})
+			switch {
+			case errors.Is(err, ErrBlockNotFound):
+				continue // collected since it was listed
+			case err != nil && ctx.Err() != nil:
+				return fmt.Errorf("cas: scrub blocks: %w", ctx.Err())
+			case err != nil:
+				problem = "cannot read: " + err.Error() // confirmed (or not) under the stripe below
+			}
+			rep.BlocksChecked++
+			rep.BytesChecked += size
+			if problem != "" || s.knownCorrupt(d) {
+				suspects = append(suspects, d)
+			}
+			if err := lim.wait(ctx, size); err != nil {
+				return fmt.Errorf("cas: scrub blocks: %w", err)
+			}
+		}
+		// Confirming takes the stripe lock and may write.
 		for _, d := range suspects {
 			if err := s.confirm(d, corrupt, rep); err != nil {
 				return err
@@ -213,6 +199,40 @@ func (s *Store) scrubBlocks(ctx context.Context, lim *pacer, rep *ScrubReport, c
 		}
 	}
 	return nil
+}
+
+// errBatchFull stops a walk whose batch is full.
+var errBatchFull = errors.New("batch full")
+
+// blockBatch appends to out the digests of up to n stored blocks from digest from on,
+// and says where the next batch starts and whether there may be more.
+func (s *Store) blockBatch(ctx context.Context, from Digest, out []Digest, n int) ([]Digest, Digest, bool, error) {
+	err := s.blocks.Walk(ctx, from, func(d Digest, _ int64) error {
+		if len(out) == n {
+			return errBatchFull
+		}
+		out = append(out, d)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errBatchFull) {
+		return out, from, false, err
+	}
+	if err == nil || len(out) == 0 {
+		return out, from, false, nil
+	}
+	next, ok := digestAfter(out[len(out)-1])
+	return out, next, ok, nil
+}
+
+// digestAfter returns the digest one greater than d, and false when d is the last.
+func digestAfter(d Digest) (Digest, bool) {
+	for i := len(d) - 1; i >= 0; i-- {
+		d[i]++
+		if d[i] != 0 {
+			return d, true
+		}
+	}
+	return d, false
 }
 
 // confirm checks a suspect block again under its stripe: a corrupt one is marked and
@@ -289,12 +309,12 @@ func (s *Store) scrubMaps(ctx context.Context, rep *ScrubReport, corrupt map[Dig
 					continue
 				}
 				if _, known := corrupt[d]; !known {
-					// Present in this transaction's view, or missing: a map entry and its
-					// block commit together and collection deletes only unmapped blocks.
-					if _, err := txn.Get(blockKey(d)); err == nil {
-						continue
-					} else if !errors.Is(err, badger.ErrKeyNotFound) {
+					// Present, or missing: a block is stored before the map entry that
+					// names it commits, and collection deletes only unmapped blocks.
+					if has, err := s.hasBlock(ctx, d); err != nil {
 						return err
+					} else if has {
+						continue
 					}
 					missing = append(missing, d)
 					corrupt[d] = "missing"

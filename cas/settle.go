@@ -204,8 +204,16 @@ func (s *Store) SettleCounters() SettleCounters {
 // Settle runs one pass now, without waiting for puts to stop: every stored block not
 // yet settled is re-encoded at o.Level and rewritten when that makes it smaller.
 func (s *Store) Settle(ctx context.Context, o SettleOptions) (SettleReport, error) {
+	if s.local == nil {
+		return SettleReport{}, ErrSettleNeedsBadger
+	}
 	return s.settlePass(ctx, o, nil)
 }
+
+// ErrSettleNeedsBadger refuses settling on a block store other than the embedded one:
+// settling rewrites value-log entries in place of the old ones, in the same commit as
+// its durable totals, which only the store's own Badger DB can do.
+var ErrSettleNeedsBadger = errors.New("settling (--recompress) re-encodes blocks in the embedded Badger store only")
 
 // putCount is the block puts committed since open: the settler's measure of activity.
 func (s *Store) putCount() int64 {

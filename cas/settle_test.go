@@ -237,7 +237,7 @@ func TestSettleNeverResurrectsOrOverwrites(t *testing.T) {
 	if rep.BlocksGone != 2 || rep.BlocksSettled != 0 {
 		t.Fatalf("report %+v: want both blocks gone from under the settler", rep)
 	}
-	if has, err := s.hasKey(blockKey(dDoomed)); err != nil || has {
+	if has, err := s.hasBlock(context.Background(), dDoomed); err != nil || has {
 		t.Fatalf("collected block is stored again (%v, %v)", has, err)
 	}
 	if st := stats(t, s); st.SettledBlocks != 0 || st.UniqueBlocks != 1 || st.Settled.Blocks != 0 {

@@ -44,18 +44,26 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	s.snapsMu.RLock()
 	st.Snapshots = len(s.snaps)
 	s.snapsMu.RUnlock()
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
-		for it.Rewind(); it.Valid(); it.Next() {
-			st.UniqueBlocks++
-			st.StoredBytes += it.Item().ValueSize()
-			if codec(it.Item().UserMeta())&codecSettled != 0 { // the tag is in the key's entry: no value read
-				st.SettledBlocks++
-				st.SettledBytes += it.Item().ValueSize()
-			}
+	count := func(_ Digest, size int64, tag byte) error {
+		st.UniqueBlocks++
+		st.StoredBytes += size
+		if codec(tag)&codecSettled != 0 {
+			st.SettledBlocks++
+			st.SettledBytes += size
 		}
-		it.Close()
-		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true})
+		return nil
+	}
+	var err error
+	if s.local != nil {
+		err = s.local.walkTags(ctx, Digest{}, count) // the tag is in the key's entry: no value read
+	} else {
+		err = s.blocks.Walk(ctx, Digest{}, func(d Digest, size int64) error { return count(d, size, 0) })
+	}
+	if err != nil {
+		return st, fmt.Errorf("cas: stats: %w", err)
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {

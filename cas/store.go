@@ -14,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/ebsd/ebsd/cas/core"
 	"github.com/klauspost/compress/s2"
 )
 
@@ -61,6 +62,13 @@ type Options struct {
 	// RecompressIdle is how long no put must have committed before settling starts or
 	// resumes; 0 means DefaultRecompressIdle.
 	RecompressIdle time.Duration
+	// Blocks is where block bytes live; nil keeps them in the store's own Badger DB
+	// (badger_blocks.go). Another engine (cas/s3blocks, with cas/diskcache in front)
+	// is opened by the caller; the store closes nothing it did not open.
+	Blocks core.BlockStore
+	// WrapBlocks, when set, decorates the block store the store uses, whichever it is:
+	// tests wrap it to inject faults (cas/blocktest.Faulty).
+	WrapBlocks func(core.BlockStore) core.BlockStore
 	// Hooks are test seams (hooks.go); production leaves them zero.
 	Hooks Hooks
 }
@@ -75,7 +83,13 @@ const (
 // Its invariants are written down in DESIGN.md.
 type Store struct {
 	db    *badger.DB
-	opts  Options
+	// blocks holds the bytes of blocks (core.BlockStore): every put, read, collection
+	// and scrub goes through it. local is set when they live in db, undecorated: then
+	// the Badger-only work (settling, the exact count at open, settled-block stats)
+	// may read and write block entries in db directly, and db.Sync covers them.
+	blocks core.BlockStore
+	local  *badgerBlocks
+	opts   Options
 	clock Clock
 	log   *slog.Logger
 	comp  *compressor
@@ -180,6 +194,20 @@ func Open(opts Options) (*Store, error) {
 		writes: make(chan *writeOp),
 		space:  space,
 	}
+	s.blocks = opts.Blocks
+	if s.blocks == nil {
+		s.local = &badgerBlocks{db: db, gate: s.gated}
+		s.blocks = s.local
+	}
+	if opts.WrapBlocks != nil {
+		s.blocks, s.local = opts.WrapBlocks(s.blocks), nil
+	}
+	if _, on := opts.Recompress.zstdLevel(); on && s.local == nil {
+		_ = db.Close()
+		space.close()
+		comp.close()
+		return nil, fmt.Errorf("cas: %w", ErrSettleNeedsBadger)
+	}
 	space.useTables(db)
 	s.ctr.gc.runs, s.scrub.runs = newRing[GCRun](gcHistoryLen), newRing[ScrubRun](scrubHistoryLen)
 	s.bufs.New = func() any { b := make([]byte, 0, s2.MaxEncodedLen(BlockSize)); return &b }
@@ -194,6 +222,12 @@ func Open(opts Options) (*Store, error) {
 	if err := s.loadSettleTotals(); err != nil {
 		s.closeResources()
 		return nil, err
+	}
+	if s.local == nil {
+		if err := s.countBlocksAtOpen(context.Background()); err != nil {
+			s.closeResources()
+			return nil, err
+		}
 	}
 	// Nothing has written yet: a transaction begun now is the exact cut between what
 	// the background count at open sees and what the counters' deltas see.
@@ -319,16 +353,27 @@ func (s *Store) closeResources() error {
 
 // update runs a read-write transaction through the write gate.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	return s.gated(func() error { return s.db.Update(fn) })
+}
+
+// gated runs a write to Badger through the free-space rule and the write gate.
+func (s *Store) gated(write func() error) error {
 	if err := s.space.maintain(); err != nil {
 		return err
 	}
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
-	return s.db.Update(fn)
+	return write()
 }
 
-// sync makes everything written so far survive power loss.
+// sync makes everything written so far survive power loss: blocks first, so that no
+// record that relies on a block is on stable storage before the block is.
 func (s *Store) sync() error {
+	if s.local == nil { // blocks elsewhere, or decorated: db.Sync alone may not cover them
+		if err := s.blocks.Sync(context.Background()); err != nil {
+			return fmt.Errorf("cas: sync blocks: %w", err)
+		}
+	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("cas: fsync: %w", err)
 	}

@@ -3,6 +3,7 @@ package cas
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -87,7 +88,7 @@ func (s *Store) usage(ctx context.Context, maxTracked int) (Usage, error) {
 	f := newForest(s.allEntries())
 	per := make([]SnapshotUsage, len(f.nodes))
 	err := s.db.View(func(txn *badger.Txn) error {
-		hist, err := blockHistogram(ctx, txn)
+		hist, err := s.blockHistogram(ctx)
 		if err != nil {
 			return err
 		}
@@ -123,7 +124,7 @@ func (s *Store) usage(ctx context.Context, maxTracked int) (Usage, error) {
 				return err
 			}
 			u.PeakTracked = max(u.PeakTracked, len(refs))
-			if err := r.eachBlock(ctx, txn, func(d Digest, size int64) {
+			if err := r.eachBlock(ctx, s.blocks, func(d Digest, size int64) {
 				who, ok := refs[d]
 				switch {
 				case !ok:
@@ -175,20 +176,14 @@ const digestBuckets = 1 << 16
 
 func bucketOf(d Digest) int { return int(d[0])<<8 | int(d[1]) }
 
-// blockHistogram counts the stored blocks in each digest bucket (keys only).
-func blockHistogram(ctx context.Context, txn *badger.Txn) ([digestBuckets]int, error) {
+// blockHistogram counts the stored blocks in each digest bucket.
+func (s *Store) blockHistogram(ctx context.Context) ([digestBuckets]int, error) {
 	var hist [digestBuckets]int
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		if err := ctx.Err(); err != nil {
-			return hist, err
-		}
-		if k := it.Item().Key(); len(k) == 1+len(Digest{}) {
-			hist[bucketOf(Digest(k[1:]))]++
-		}
-	}
-	return hist, nil
+	err := s.blocks.Walk(ctx, Digest{}, func(d Digest, _ int64) error {
+		hist[bucketOf(d)]++
+		return nil
+	})
+	return hist, err
 }
 
 // digestRange is the slice of digest buckets [lo, hi) one pass looks at.
@@ -212,25 +207,23 @@ func passRanges(hist *[digestBuckets]int, maxTracked int) []digestRange {
 	return append(out, digestRange{lo, digestBuckets})
 }
 
+// errPastRange ends a walk that has left a digest range.
+var errPastRange = errors.New("past the range")
+
 // eachBlock calls fn with the digest and stored size of every block in the range.
-func (r digestRange) eachBlock(ctx context.Context, txn *badger.Txn, fn func(Digest, int64)) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBlock}})
-	defer it.Close()
-	for it.Seek([]byte{prefixBlock, byte(r.lo >> 8), byte(r.lo)}); it.Valid(); it.Next() {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		k := it.Item().Key()
-		if len(k) != 1+len(Digest{}) {
-			continue
-		}
-		d := Digest(k[1:])
+func (r digestRange) eachBlock(ctx context.Context, blocks BlockStore, fn func(Digest, int64)) error {
+	from := Digest{byte(r.lo >> 8), byte(r.lo)}
+	err := blocks.Walk(ctx, from, func(d Digest, size int64) error {
 		if bucketOf(d) >= r.hi {
-			return nil
+			return errPastRange
 		}
-		fn(d, it.Item().ValueSize())
+		fn(d, size)
+		return nil
+	})
+	if errors.Is(err, errPastRange) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // forest is the catalog's lineage trees laid out in depth-first order, so that a
