@@ -14,10 +14,10 @@ const maxGroup = 16
 
 // writeOp is one put's share of a group commit.
 type writeOp struct {
-	block    *StoredBlock // nil when the block is zero or already stored
-	mapKey   []byte
-	digest   Digest
-	done     chan error
+	block  *StoredBlock // nil when the block is zero or already stored
+	mapKey []byte
+	digest Digest
+	done   chan error
 }
 
 // groupCommitLoop commits the block writes of concurrent puts together. Badger writes

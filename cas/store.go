@@ -82,7 +82,7 @@ const (
 // Store is the content-addressed block store and snapshot catalog in one Badger DB.
 // Its invariants are written down in DESIGN.md.
 type Store struct {
-	db    *badger.DB
+	db *badger.DB
 	// blocks holds the bytes of blocks (core.BlockStore): every put, read, collection
 	// and scrub goes through it. local is set when they live in db, undecorated: then
 	// the Badger-only work (settling, the exact count at open, settled-block stats)
@@ -90,11 +90,11 @@ type Store struct {
 	blocks core.BlockStore
 	local  *badgerBlocks
 	opts   Options
-	clock Clock
-	log   *slog.Logger
-	comp  *compressor
-	zero  []byte    // one all-zero block, read-only
-	bufs  sync.Pool // *[]byte scratch of BlockSize capacity
+	clock  Clock
+	log    *slog.Logger
+	comp   *compressor
+	zero   []byte    // one all-zero block, read-only
+	bufs   sync.Pool // *[]byte scratch of BlockSize capacity
 
 	// stripes guard the window between "this block is stored" and the commit of a
 	// block-map entry that relies on it: puts hold a stripe shared, garbage collection
