@@ -423,11 +423,17 @@ func (s *Store) Secret(name string) ([]byte, error) {
 }
 
 // writeRecord persists a snapshot record and syncs it to stable storage.
+// The blocks are synced first: a block store that cannot make them durable fails the
+// change before the record is written, so no record on disk promises what the store
+// did not keep.
 func (s *Store) writeRecord(rec Snapshot) error {
+	if err := s.syncBlocks(); err != nil {
+		return err
+	}
 	if err := s.update(func(txn *badger.Txn) error { return setJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
 		return fmt.Errorf("cas: write snapshot record: %w", err)
 	}
-	return s.sync()
+	return s.syncCatalog()
 }
 
 // idle reports whether a pending snapshot has seen no put or complete for its Timeout.

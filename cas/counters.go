@@ -216,7 +216,7 @@ func (t *putTally) noteMap(txn *badger.Txn, op *writeOp) error {
 }
 
 // applyPuts adds a committed group's tally. The stored size of each new block is read
-// back from Badger (ValueSize, as Stats and GC measure it) while the puts still hold
+// back from the block store (Stat, as Stats and GC measure it) while the puts still hold
 // their stripes, so the block cannot have been collected in between.
 func (s *Store) applyPuts(t *putTally) {
 	c := &s.ctr
@@ -261,7 +261,7 @@ func (c *counters) unmapped(entries, zeros int64) {
 }
 
 // blocksRemoved counts blocks deleted from the store, with their stored sizes as
-// ValueSize gave them.
+// the block store gave them.
 func (c *counters) blocksRemoved(blocks []garbageBlock) {
 	var size int64
 	for _, g := range blocks {
@@ -329,7 +329,7 @@ func (s *Store) countAtOpen(txn *badger.Txn) {
 				return
 			}
 			unique++
-			stored += it.Item().ValueSize()
+			stored += valueLen(it.Item())
 		}
 		it.Close()
 	}

@@ -15,7 +15,7 @@ import (
 type Stats struct {
 	Snapshots int `json:"snapshots"`
 	// UniqueBlocks are distinct non-zero blocks stored; StoredBytes their size on disk
-	// after compression, as Badger's value pointers record it (entry headers included).
+	// after compression: the length of the encoded values the block store holds.
 	UniqueBlocks int64 `json:"uniqueBlocks"`
 	StoredBytes  int64 `json:"storedBytes"`
 	// MappedBlocks are block-map entries over all snapshots (each index written in each

@@ -366,14 +366,29 @@ func (s *Store) gated(write func() error) error {
 	return write()
 }
 
+// syncBlocks makes every block put so far survive power loss. The embedded engine's
+// blocks are in db, which sync covers with one fsync.
+func (s *Store) syncBlocks() error {
+	if s.local != nil {
+		return nil
+	}
+	if err := s.blocks.Sync(context.Background()); err != nil {
+		return fmt.Errorf("cas: sync blocks: %w", err)
+	}
+	return nil
+}
+
 // sync makes everything written so far survive power loss: blocks first, so that no
 // record that relies on a block is on stable storage before the block is.
 func (s *Store) sync() error {
-	if s.local == nil { // blocks elsewhere, or decorated: db.Sync alone may not cover them
-		if err := s.blocks.Sync(context.Background()); err != nil {
-			return fmt.Errorf("cas: sync blocks: %w", err)
-		}
+	if err := s.syncBlocks(); err != nil {
+		return err
 	}
+	return s.syncCatalog()
+}
+
+// syncCatalog makes the records written so far survive power loss.
+func (s *Store) syncCatalog() error {
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("cas: fsync: %w", err)
 	}

@@ -43,7 +43,7 @@ func storedSize(t *testing.T, s *Store, seeds ...uint64) int64 {
 			if err != nil {
 				return err
 			}
-			n += item.ValueSize()
+			n += valueLen(item)
 		}
 		return nil
 	})

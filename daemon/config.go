@@ -72,7 +72,8 @@ type config struct {
 	shutdownGrace time.Duration
 
 	// Set by tests, not by flags.
-	onRequest      func(*http.Request) // told of every request as its handling starts
+	onRequest      func(*http.Request)                 // told of every request as its handling starts
+	wrapBlocks     func(cas.BlockStore) cas.BlockStore // decorates the block store (fault injection)
 	clock          cas.Clock
 	expireInterval int64 // nanoseconds; 0 = store default
 	maxPending     int

@@ -78,6 +78,7 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		RecompressBytesPerSec: scrubRate(cfg.recompressMBPerSec), // the same 0-is-no-bound mapping
 		RecompressIdle:        cfg.recompressIdle,
 		ValueLogFileSize:      cfg.vlogFileSize,
+		WrapBlocks:            cfg.wrapBlocks,
 	})
 	if err != nil {
 		return nil, err
