@@ -3,9 +3,9 @@ package cas
 import (
 	"context"
 	"encoding/binary"
-	"hash/crc32"
 	"errors"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ebsd/ebsd/cas/core"
