@@ -54,8 +54,8 @@ func (s *Store) writeBlock(ctx context.Context, id string, index int64, d Digest
 	// Free space is checked before anything reaches Badger (space.go): a block that
 	// turns out to be stored already only held its room until the commit.
 	n := int64(putOverhead)
-	if d != ZeroDigest {
-		n += BlockSize
+	if d != ZeroDigest && s.opts.Blocks == nil {
+		n += BlockSize // the block lands in this data directory too
 	}
 	done, err := s.space.admit(n)
 	if err != nil {
@@ -134,8 +134,21 @@ func (s *Store) readBlock(ctx context.Context, dst []byte, d Digest) ([]byte, er
 		// transaction finds the value where it is now. A remote engine retries itself.
 		err = read()
 	}
+	ok := err == nil && s.verified(out[len(dst):], d)
+	if inv, cached := s.blocks.(invalidator); cached && !ok && (err == nil || decodeErr != nil) {
+		// A cached copy that does not verify is dropped and the block read again from
+		// where it lives: the cache's disk may be what rotted.
+		inv.Invalidate(d)
+		err = read()
+		ok = err == nil && s.verified(out[len(dst):], d)
+	}
 	switch {
+	case ok:
+		return out, nil
 	case err == nil:
+		s.ctr.readFailures.Add(1)
+		s.markAfterFailedRead(d)
+		return nil, fmt.Errorf("%w: block %s does not hash to its key", ErrCorruptBlock, d)
 	case decodeErr != nil || errors.Is(err, ErrBlockNotFound) || s.local != nil:
 		// The embedded engine's own read failing is the disk's word against the copy.
 		s.ctr.readFailures.Add(1)
@@ -147,13 +160,15 @@ func (s *Store) readBlock(ctx context.Context, dst []byte, d Digest) ([]byte, er
 		s.ctr.readFailures.Add(1)
 		return nil, fmt.Errorf("cas: read block %s: %w", d, err)
 	}
-	if len(out)-len(dst) != BlockSize || Sum(out[len(dst):]) != d {
-		s.ctr.readFailures.Add(1)
-		s.markAfterFailedRead(d)
-		return nil, fmt.Errorf("%w: block %s does not hash to its key", ErrCorruptBlock, d)
-	}
-	return out, nil
 }
+
+// verified says whether block decodes to the block with digest d.
+func (s *Store) verified(block []byte, d Digest) bool {
+	return len(block) == BlockSize && Sum(block) == d
+}
+
+// invalidator is a block-store decorator holding copies it can drop (cas/diskcache).
+type invalidator interface{ Invalidate(d Digest) }
 
 // dropMap deletes the block map of a snapshot; blocks no longer referenced are left to
 // garbage collection.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -20,13 +21,18 @@ import (
 // a flag on the command line wins. A malformed value is an error either way, never
 // silently the default.
 type config struct {
-	dataDir      string
-	listen       string
-	addrFile     string
-	mount        string
-	region       string
-	compression  cas.Compression
-	cacheMB      int
+	dataDir     string
+	listen      string
+	addrFile    string
+	mount       string
+	region      string
+	compression cas.Compression
+	cacheMB     int // the in-memory cache of decompressed blocks
+	// Where blocks live (--blocks; empty: the embedded store), and the on-disk read
+	// cache in front of a remote one (--cache-dir, --cache-mb).
+	blocks       string
+	cacheDir     string
+	diskCacheMB  int
 	readAheadKB  int
 	fuseTuning   fusefs.Options // benchmark-only overrides of the mount options
 	gcInterval   time.Duration
@@ -102,7 +108,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.mount, "mount", "", "directory to mount the FUSE export on; empty for none")
 	fs.StringVar(&c.region, "region", defaultRegion, "region of this endpoint (requests are scoped to the region they are signed for)")
 	fs.StringVar(&compression, "compression", string(cas.CompressZstd), "codec for new blocks: zstd (best ratio), s2 (faster) or none")
-	fs.IntVar(&c.cacheMB, "cache-mb", 256, "MiB of decompressed blocks cached for reads, shared by API and FUSE")
+	var cacheMB, memoryCacheMB int
+	fs.IntVar(&cacheMB, "cache-mb", 0, "MiB of the read cache: with --cache-dir, encoded blocks kept on that disk (default 4096); without it, decompressed blocks in memory (default 256)")
+	fs.IntVar(&memoryCacheMB, "memory-cache-mb", 0, "MiB of decompressed blocks cached in memory for reads, shared by API and FUSE (default 256, or --cache-mb without --cache-dir)")
+	fs.StringVar(&c.cacheDir, "cache-dir", "", "directory of an on-disk read cache in front of --blocks s3://…; empty for none")
 	fs.IntVar(&c.readAheadKB, "fuse-readahead-kb", 4096, "kernel readahead of the FUSE mount in KiB; 0 keeps the kernel's 128")
 	fs.Int64Var(&vlogMB, "vlog-file-mb", 0, "size of Badger value-log files in MiB; space comes back a file at a time. 0: 64 (a put waits for one file rewrite during GC), or a sixteenth of the data directory's file system when that is smaller")
 	fs.DurationVar(&c.gcInterval, "gc-interval", time.Hour, "how often garbage collection runs in the background; 0 disables it")
@@ -132,9 +141,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.maxConnections, "max-connections", 1024, "open connections the API accepts at once; more wait in the kernel's backlog")
 
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", shutdownGrace, "how long a stop (SIGTERM) waits for requests in flight before closing their connections")
-	var catalog, blocks string
+	var catalog string
 	fs.StringVar(&catalog, "catalog", "", "where snapshot records live: empty for the embedded Badger store (postgres://… is not supported yet)")
-	fs.StringVar(&blocks, "blocks", "", "where blocks live: empty for the embedded Badger store (s3://BUCKET/PREFIX is not supported yet)")
+	fs.StringVar(&c.blocks, "blocks", "", "where blocks live: empty for the embedded Badger store, or s3://BUCKET/PREFIX (endpoint, region and credentials the AWS way: AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, profiles)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", defaultMetricsListen, "HOST:PORT for /metrics, /healthz, /readyz, pprof and the status page (no signatures: keep it on loopback); empty for none")
 
 	fs.Usage = func() {
@@ -149,10 +158,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	c.metricsListenSet = getenv("EBSD_METRICS_LISTEN") != ""
 	fs.Visit(func(f *flag.Flag) { c.metricsListenSet = c.metricsListenSet || f.Name == "metrics-listen" })
-	if catalog != "" || blocks != "" {
+	if catalog != "" {
 		// Refused rather than ignored: a daemon that silently kept everything on its
 		// local disk while the operator thinks it shares a store would lose data.
-		return c, fmt.Errorf("--catalog %q / --blocks %q: a PostgreSQL catalog and S3 blocks are not supported yet; leave both empty for the embedded Badger store", catalog, blocks)
+		return c, fmt.Errorf("--catalog %q: a PostgreSQL catalog is not supported yet; leave it empty for the embedded Badger store", catalog)
+	}
+	switch {
+	case memoryCacheMB < 0 || cacheMB < 0:
+		return c, fmt.Errorf("--cache-mb %d / --memory-cache-mb %d: want sizes of 0 (the default) or more", cacheMB, memoryCacheMB)
+	case c.cacheDir != "" && c.blocks == "":
+		return c, fmt.Errorf("--cache-dir %s: an on-disk read cache is for --blocks s3://…; the embedded store reads its own disk", c.cacheDir)
+	case c.cacheDir != "":
+		c.diskCacheMB = cmp.Or(cacheMB, 4096)
+		c.cacheMB = cmp.Or(memoryCacheMB, 256)
+	default:
+		c.cacheMB = cmp.Or(memoryCacheMB, cacheMB, 256)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

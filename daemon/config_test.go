@@ -112,15 +112,40 @@ func TestDefaultMetricsAddressInUse(t *testing.T) {
 	}
 }
 
-// TestSharedStoreNotSilentlyIgnored: until the PostgreSQL catalog and S3 blocks exist,
-// asking for them stops the start instead of storing locally behind the operator's back.
-func TestSharedStoreNotSilentlyIgnored(t *testing.T) {
-	for _, env := range []map[string]string{
-		{"EBSD_CATALOG": "postgres://ebsd@127.0.0.1:5432/ebsd"},
-		{"EBSD_BLOCKS": "s3://ebsd/blocks"},
+// TestSharedCatalogNotSilentlyIgnored: until the PostgreSQL catalog exists, asking for
+// it stops the start instead of keeping records locally behind the operator's back.
+func TestSharedCatalogNotSilentlyIgnored(t *testing.T) {
+	env := map[string]string{"EBSD_CATALOG": "postgres://ebsd@127.0.0.1:5432/ebsd"}
+	if _, err := parseConfig(nil, envOf(env), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Fatalf("%v: %v, want a refusal", env, err)
+	}
+}
+
+// --cache-mb sizes the on-disk cache when there is one (--cache-dir, for --blocks
+// s3://…) and the memory cache otherwise, as it always has; a cache directory without
+// remote blocks is refused, not ignored.
+func TestCacheFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args         []string
+		memory, disk int
+		err          string
+	}{
+		{args: nil, memory: 256},
+		{args: []string{"--cache-mb", "9"}, memory: 9},
+		{args: []string{"--memory-cache-mb", "7", "--cache-mb", "9"}, memory: 7},
+		{args: []string{"--blocks", "s3://b/p", "--cache-dir", "/c"}, memory: 256, disk: 4096},
+		{args: []string{"--blocks", "s3://b/p", "--cache-dir", "/c", "--cache-mb", "100", "--memory-cache-mb", "32"}, memory: 32, disk: 100},
+		{args: []string{"--cache-dir", "/c"}, err: "is for --blocks"},
+		{args: []string{"--cache-mb", "-1"}, err: "want sizes"},
 	} {
-		if _, err := parseConfig(nil, envOf(env), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-			t.Fatalf("%v: %v, want a refusal", env, err)
+		c, err := parseConfig(tc.args, envOf(nil), &bytes.Buffer{})
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.err == "" && (c.cacheMB != tc.memory || c.diskCacheMB != tc.disk):
+			t.Errorf("%v: memory %d MiB, disk %d MiB; want %d and %d", tc.args, c.cacheMB, c.diskCacheMB, tc.memory, tc.disk)
 		}
 	}
 }

@@ -64,7 +64,12 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 			return nil, err
 		}
 	}
+	blocks, err := openBlocks(context.Background(), cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	store, err := cas.Open(cas.Options{
+		Blocks:                blocks,
 		Dir:                   cfg.dataDir,
 		Clock:                 cfg.clock,
 		Logger:                log,

@@ -7,6 +7,7 @@
 #   scripts/cluster.sh status DIR      say what runs; exit 1 unless both answer
 #   scripts/cluster.sh restart-s3 DIR [--kill]   stop (SIGTERM, or SIGKILL) and start the S3 server
 #   scripts/cluster.sh restart-pg DIR [--kill]   stop (fast, or immediate) and start PostgreSQL
+#   scripts/cluster.sh stop-s3|start-s3|stop-pg|start-pg DIR   one server down (an outage) and up again
 #   scripts/cluster.sh down DIR        stop both; the data stays under DIR
 #   scripts/cluster.sh purge DIR       down, then remove DIR
 #   scripts/cluster.sh deps            install what is missing, nothing else
@@ -459,6 +460,17 @@ cmd_restart_pg() {
 	say "PostgreSQL restarted"
 }
 
+cmd_stop_s3() { need_state "$1"; lock_dir; s3_stop TERM; say "versitygw stopped"; }
+cmd_start_s3() {
+	need_state "$1"
+	lock_dir
+	s3_start
+	aws_cli s3api head-bucket --bucket "$BUCKET" >/dev/null || die "bucket $BUCKET does not answer after the start"
+	say "versitygw started"
+}
+cmd_stop_pg() { need_state "$1"; lock_dir; pg_stop fast; say "PostgreSQL stopped"; }
+cmd_start_pg() { need_state "$1"; lock_dir; pg_start; say "PostgreSQL started"; }
+
 cmd_down() {
 	[ -f "$1/state/cluster.env" ] || { say "no cluster under $1"; return 0; }
 	setup_dir "$1"
@@ -492,6 +504,10 @@ env) [ $# = 2 ] || usage; cmd_env "$2" ;;
 status) [ $# = 2 ] || usage; cmd_status "$2" ;;
 restart-s3) [ $# -ge 2 ] || usage; cmd_restart_s3 "$2" "${3:-}" ;;
 restart-pg) [ $# -ge 2 ] || usage; cmd_restart_pg "$2" "${3:-}" ;;
+stop-s3) [ $# = 2 ] || usage; cmd_stop_s3 "$2" ;;
+start-s3) [ $# = 2 ] || usage; cmd_start_s3 "$2" ;;
+stop-pg) [ $# = 2 ] || usage; cmd_stop_pg "$2" ;;
+start-pg) [ $# = 2 ] || usage; cmd_start_pg "$2" ;;
 down) [ $# = 2 ] || usage; cmd_down "$2" ;;
 purge) [ $# = 2 ] || usage; cmd_purge "$2" ;;
 deps) deps ;;

@@ -74,6 +74,14 @@ func (c *Cluster) RestartPG(t testing.TB, kill bool) {
 	c.must(t, "restart-pg", kill)
 }
 
+// StopS3 stops the S3 server (an outage); StartS3 starts it again on the same port.
+func (c *Cluster) StopS3(t testing.TB)  { t.Helper(); c.must(t, "stop-s3", false) }
+func (c *Cluster) StartS3(t testing.TB) { t.Helper(); c.must(t, "start-s3", false) }
+
+// StopPG stops PostgreSQL (an outage); StartPG starts it again on the same port.
+func (c *Cluster) StopPG(t testing.TB)  { t.Helper(); c.must(t, "stop-pg", false) }
+func (c *Cluster) StartPG(t testing.TB) { t.Helper(); c.must(t, "start-pg", false) }
+
 // Environ is os.Environ with the cluster's variables set over it, for a child process
 // such as bin/ebsd.
 func (c *Cluster) Environ() []string {
