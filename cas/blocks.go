@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // PutBlock writes one block at index of a pending snapshot. claimed is the checksum the
@@ -170,43 +170,47 @@ func (s *Store) verified(block []byte, d Digest) bool {
 // invalidator is a block-store decorator holding copies it can drop (cas/diskcache).
 type invalidator interface{ Invalidate(d Digest) }
 
+// dropMapBatch bounds the entries one transaction of dropMap deletes: a map of a
+// large volume has millions, more than one transaction should carry.
+const dropMapBatch = 4096
+
 // dropMap deletes the block map of a snapshot; blocks no longer referenced are left to
-// garbage collection.
+// garbage collection. It deletes a batch per transaction, so a crash part-way leaves a
+// shorter map of a snapshot that is deleted or in error either way, which the next
+// collection or expiry finishes.
 func (s *Store) dropMap(ctx context.Context, id string) error {
-	if err := s.space.maintain(); err != nil {
-		return err
-	}
-	s.writeGate.RLock()
-	defer s.writeGate.RUnlock()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
 	var entries, zeros int64 // for the counters
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: mapPrefix(id)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
-				return err
-			}
-			zero, err := zeroEntry(it.Item())
+	for more := true; more; {
+		var n, z int64
+		err := s.commit(ctx, func(txn core.CatalogTx) error {
+			n, z, more = 0, 0, false
+			var keys [][]byte
+			err := txn.Scan(mapPrefix(id), nil, func(k, v []byte) (bool, error) {
+				if len(keys) == dropMapBatch {
+					more = true
+					return false, nil
+				}
+				keys = append(keys, bytes.Clone(k))
+				if len(v) == len(Digest{}) && Digest(v) == ZeroDigest {
+					z++
+				}
+				return true, ctx.Err()
+			})
 			if err != nil {
 				return err
 			}
-			entries++
-			if zero {
-				zeros++
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
 			}
+			n = int64(len(keys))
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if err := wb.Flush(); err != nil {
-		return err
+		entries, zeros = entries+n, zeros+z
 	}
 	s.ctr.unmapped(entries, zeros)
 	return s.sync()
@@ -220,7 +224,7 @@ func (s *Store) BlockDigest(ctx context.Context, owner, id string, index int64) 
 	if err != nil {
 		return d, false, err
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.view(ctx, func(txn core.CatalogTx) error {
 		d, found, err = lookupView(txn, ids, index)
 		return err
 	})

@@ -79,21 +79,19 @@ type tokenRecord struct {
 
 func (s *Store) loadCatalog() error {
 	now := s.clock.Now().UnixNano()
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixSnapshot}, PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+	return s.view(context.Background(), func(txn core.CatalogTx) error {
+		return txn.Scan([]byte{prefixSnapshot}, nil, func(k, v []byte) (bool, error) {
 			e := &entry{}
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e.rec) }); err != nil {
-				return fmt.Errorf("cas: load snapshot record %q: %w", it.Item().Key(), err)
+			if err := json.Unmarshal(v, &e.rec); err != nil {
+				return false, fmt.Errorf("cas: load snapshot record %q: %w", k, err)
 			}
 			e.owner = e.rec.OwnerID
 			e.deleted.Store(!e.rec.DeletedAt.IsZero())
 			e.lastActive.Store(now)
 			s.snaps[e.rec.ID] = e
 			s.ctr.noteState(nil, &e.rec)
-		}
-		return nil
+			return true, nil
+		})
 	})
 }
 
@@ -165,7 +163,7 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 
 	fp := p.fingerprint()
 	if p.ClientToken != "" {
-		tok, found, err := s.readToken(p.OwnerID, p.Region, p.ClientToken)
+		tok, found, err := s.readToken(ctx, p.OwnerID, p.Region, p.ClientToken)
 		if err != nil {
 			return Snapshot{}, err
 		}
@@ -226,14 +224,14 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 		Status:         StatusPending,
 		StartTime:      now,
 	}
-	err = s.update(func(txn *badger.Txn) error {
-		if err := setJSON(txn, snapshotKey(rec.ID), rec); err != nil {
+	err = s.commit(ctx, func(txn core.CatalogTx) error {
+		if err := putJSON(txn, snapshotKey(rec.ID), rec); err != nil {
 			return err
 		}
 		if p.ClientToken == "" {
 			return nil
 		}
-		return setJSON(txn, tokenKey(p.OwnerID, p.Region, p.ClientToken), tokenRecord{rec.ID, fp, now})
+		return putJSON(txn, tokenKey(p.OwnerID, p.Region, p.ClientToken), tokenRecord{rec.ID, fp, now})
 	})
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cas: write snapshot record: %w", err)
@@ -273,16 +271,16 @@ func (s *Store) pendingCount(ctx context.Context, owner string) int {
 	return n
 }
 
-func (s *Store) readToken(owner, region, token string) (tokenRecord, bool, error) {
+func (s *Store) readToken(ctx context.Context, owner, region, token string) (tokenRecord, bool, error) {
 	var rec tokenRecord
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(tokenKey(owner, region, token))
+	err := s.view(ctx, func(txn core.CatalogTx) error {
+		v, err := txn.Get(tokenKey(owner, region, token))
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
+		return json.Unmarshal(v, &rec)
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, core.ErrKeyNotFound) {
 		return rec, false, nil
 	}
 	if err != nil {
@@ -342,7 +340,7 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 func (s *Store) linearAggregate(ctx context.Context, id string) (int64, Digest, error) {
 	h := sha256.New()
 	var n int64
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(ctx, func(txn core.CatalogTx) error {
 		return mergeMaps(ctx, txn, []string{id}, 0, func(_ int64, _ int, d Digest) (bool, error) {
 			h.Write(d[:])
 			n++
@@ -369,7 +367,7 @@ func (s *Store) completionSizes(ctx context.Context, rec Snapshot) (dataBlocks, 
 		}
 	}
 	seen := make(map[Digest]bool)
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.view(ctx, func(txn core.CatalogTx) error {
 		return mergeMaps(ctx, txn, []string{rec.ID}, 0, func(index int64, _ int, d Digest) (bool, error) {
 			if d != ZeroDigest {
 				dataBlocks++
@@ -399,27 +397,30 @@ func (s *Store) Secret(name string) ([]byte, error) {
 	s.startMu.Lock()
 	defer s.startMu.Unlock()
 	key := metaKey("secret/" + name)
+	ctx := context.Background()
 	var secret []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
+	err := s.commit(ctx, func(txn core.CatalogTx) error {
+		// Under a lock every daemon sharing the catalog takes: one secret, whoever
+		// asks first.
+		if err := txn.Lock(key, true); err != nil {
 			return err
 		}
-		secret, err = item.ValueCopy(nil)
-		return err
+		v, err := txn.Get(key)
+		if err == nil {
+			secret = v
+			return nil
+		}
+		if !errors.Is(err, core.ErrKeyNotFound) {
+			return err
+		}
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		return txn.Set(key, secret)
 	})
-	if err == nil {
-		return secret, nil
+	if err != nil {
+		return nil, fmt.Errorf("cas: secret %s: %w", name, err)
 	}
-	if !errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("cas: read secret %s: %w", name, err)
-	}
-	secret = make([]byte, 32)
-	_, _ = rand.Read(secret)
-	if err := s.update(func(txn *badger.Txn) error { return txn.Set(key, secret) }); err != nil {
-		return nil, fmt.Errorf("cas: write secret %s: %w", name, err)
-	}
-	return secret, s.sync()
+	return secret, s.syncCatalog()
 }
 
 // writeRecord persists a snapshot record and syncs it to stable storage.
@@ -430,7 +431,7 @@ func (s *Store) writeRecord(rec Snapshot) error {
 	if err := s.syncBlocks(); err != nil {
 		return err
 	}
-	if err := s.update(func(txn *badger.Txn) error { return setJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
+	if err := s.commit(context.Background(), func(txn core.CatalogTx) error { return putJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
 		return fmt.Errorf("cas: write snapshot record: %w", err)
 	}
 	return s.syncCatalog()
@@ -501,6 +502,15 @@ func (s *Store) expire(ctx context.Context, e *entry) error {
 	return nil
 }
 
+func putJSON(txn core.CatalogTx, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(key, b)
+}
+
+// setJSON is putJSON for a Badger transaction of the embedded engines' own work.
 func setJSON(txn *badger.Txn, key []byte, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

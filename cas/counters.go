@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // Counters are the store's running totals, for metrics. Reading them scans nothing:
@@ -192,28 +193,25 @@ type putTally struct {
 }
 
 // noteMap tallies op's map entry before it is written in txn.
-func (t *putTally) noteMap(txn *badger.Txn, op *writeOp) error {
+func (t *putTally) noteMap(txn core.CatalogTx, op *writeOp) error {
 	// A put to an index written before replaces its map entry: the entry count stays.
-	item, err := txn.Get(op.mapKey)
+	v, err := txn.Get(op.mapKey)
 	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
+	case errors.Is(err, core.ErrKeyNotFound):
 		t.mapped++
 	case err != nil:
 		return fmt.Errorf("cas: count map entry: %w", err)
-	default:
-		wasZero, err := zeroEntry(item)
-		if err != nil {
-			return err
-		}
-		if wasZero {
-			t.zeroMapped--
-		}
+	case len(v) == len(Digest{}) && Digest(v) == ZeroDigest:
+		t.zeroMapped--
 	}
 	if op.digest == ZeroDigest {
 		t.zeroMapped++
 	}
 	return nil
 }
+
+// resetMaps forgets what noteMap tallied, before a transaction runs again.
+func (t *putTally) resetMaps() { t.mapped, t.zeroMapped = 0, 0 }
 
 // applyPuts adds a committed group's tally. The stored size of each new block is read
 // back from the block store (Stat, as Stats and GC measure it) while the puts still hold
@@ -304,6 +302,30 @@ func (s *Store) countBlocksAtOpen(ctx context.Context) error {
 	return nil
 }
 
+// countMapsAtOpen counts the block-map entries of a catalog that is not the store's
+// own Badger DB, in Open before anything can write, as countBlocksAtOpen does blocks.
+// A catalog other daemons share changes under them: there the counts are this
+// daemon's view at its start plus its own changes.
+func (s *Store) countMapsAtOpen(ctx context.Context) error {
+	var mapped, zeros int64
+	err := s.view(ctx, func(txn core.CatalogTx) error {
+		mapped, zeros = 0, 0
+		return txn.Scan([]byte{prefixMap}, nil, func(_, v []byte) (bool, error) {
+			mapped++
+			if len(v) == len(Digest{}) && Digest(v) == ZeroDigest {
+				zeros++
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("cas: count block-map entries: %w", err)
+	}
+	s.ctr.mapped.Add(mapped)
+	s.ctr.zeroMapped.Add(zeros)
+	return nil
+}
+
 // countAtOpen counts what the store held when it opened, in txn, a read transaction
 // begun in Open before anything could write: every later change is in the counters'
 // deltas and nothing before it is, so adding the two is exact whatever runs meanwhile.
@@ -333,20 +355,22 @@ func (s *Store) countAtOpen(txn *badger.Txn) {
 		}
 		it.Close()
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		if stopping() {
-			return
-		}
-		mapped++
-		zero, err := zeroEntry(it.Item())
-		if err != nil {
-			s.log.Error("counting the store's contents failed: store size metrics stay unavailable until restart", "err", err)
-			return
-		}
-		if zero {
-			zeros++
+	if s.localCat != nil {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if stopping() {
+				return
+			}
+			mapped++
+			zero, err := zeroEntry(it.Item())
+			if err != nil {
+				s.log.Error("counting the store's contents failed: store size metrics stay unavailable until restart", "err", err)
+				return
+			}
+			if zero {
+				zeros++
+			}
 		}
 	}
 	c := &s.ctr

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // GCReport says what a collection found and did.
@@ -165,7 +165,7 @@ func (s *Store) releaseDeleted(ctx context.Context, dryRun bool, rep *GCReport) 
 
 // dropRecord forgets a deleted snapshot and its client token for good.
 func (s *Store) dropRecord(snap Snapshot) error {
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.commit(context.Background(), func(txn core.CatalogTx) error {
 		if snap.ClientToken != "" {
 			if err := txn.Delete(tokenKey(snap.OwnerID, snap.Region, snap.ClientToken)); err != nil {
 				return err
@@ -233,27 +233,20 @@ func (s *Store) wasTouched(d Digest) bool {
 // run has not dropped them).
 func (s *Store) markReferenced(ctx context.Context, released map[string]bool) (map[Digest]struct{}, error) {
 	marked := make(map[Digest]struct{})
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true, PrefetchSize: 256})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+	err := s.view(ctx, func(txn core.CatalogTx) error {
+		return txn.Scan([]byte{prefixMap}, nil, func(k, v []byte) (bool, error) {
 			if err := ctx.Err(); err != nil {
-				return err
+				return false, err
 			}
-			if k := it.Item().Key(); released[string(k[1:len(k)-9])] {
-				continue
+			if len(k) < 10 || released[string(k[1:len(k)-9])] {
+				return true, nil
 			}
-			if err := it.Item().Value(func(v []byte) error {
-				if len(v) != len(Digest{}) {
-					return fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, it.Item().Key(), len(v))
-				}
-				marked[Digest(v)] = struct{}{}
-				return nil
-			}); err != nil {
-				return err
+			if len(v) != len(Digest{}) {
+				return false, fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, k, len(v))
 			}
-		}
-		return nil
+			marked[Digest(v)] = struct{}{}
+			return true, nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cas: mark: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // maxGroup bounds how many block writes share one commit (and so one Badger
@@ -58,7 +59,8 @@ func (s *Store) commitGroup(group []*writeOp) error {
 	var tally putTally
 	err := s.putGroupBlocks(group, &tally)
 	if err == nil {
-		err = s.update(func(txn *badger.Txn) error {
+		err = s.commit(context.Background(), func(txn core.CatalogTx) error {
+			tally.resetMaps() // a catalog may run this more than once
 			for _, op := range group {
 				if err := tally.noteMap(txn, op); err != nil {
 					return err
@@ -118,7 +120,7 @@ func (s *Store) submit(op *writeOp) error {
 		return ErrClosed
 	}
 	if err := <-op.done; err != nil {
-		if errors.Is(err, badger.ErrTxnTooBig) {
+		if errors.Is(err, badger.ErrTxnTooBig) { // the embedded catalog's limit
 			return fmt.Errorf("cas: group commit too big for one transaction: %w", err)
 		}
 		return err

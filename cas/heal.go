@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // ErrCorruptMapped is CompleteSnapshot's refusal of a snapshot that maps a block whose
@@ -51,19 +51,16 @@ type healState struct {
 // loadCorruptMarks reads the durable known-corrupt set at open.
 func (s *Store) loadCorruptMarks() error {
 	marks := make(map[Digest]corruptMark)
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCorrupt}, PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
+	err := s.view(context.Background(), func(txn core.CatalogTx) error {
+		return txn.Scan([]byte{prefixCorrupt}, nil, func(k, v []byte) (bool, error) {
 			if len(k) != 1+len(Digest{}) {
-				continue // not ours; scrub reports it
+				return true, nil // not ours; scrub reports it
 			}
 			var m corruptMark
-			_ = it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }) // a damaged mark still marks
+			_ = json.Unmarshal(v, &m) // a damaged mark still marks
 			marks[Digest(k[1:])] = m
-		}
-		return nil
+			return true, nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("cas: load corrupt-block marks: %w", err)
@@ -159,7 +156,7 @@ func (s *Store) noteCorrupt(d Digest) (string, error) {
 		return problem, nil
 	}
 	m := corruptMark{Found: s.clock.Now(), Problem: problem}
-	if err := s.update(func(txn *badger.Txn) error { return setJSON(txn, corruptKey(d), m) }); err != nil {
+	if err := s.commit(context.Background(), func(txn core.CatalogTx) error { return putJSON(txn, corruptKey(d), m) }); err != nil {
 		return problem, fmt.Errorf("cas: mark block %s corrupt: %w", d, err)
 	}
 	s.heal.mu.Lock()
@@ -179,7 +176,7 @@ func (s *Store) clearCorrupt(d Digest) error {
 	if !s.knownCorrupt(d) {
 		return nil
 	}
-	if err := s.update(func(txn *badger.Txn) error { return txn.Delete(corruptKey(d)) }); err != nil {
+	if err := s.commit(context.Background(), func(txn core.CatalogTx) error { return txn.Delete(corruptKey(d)) }); err != nil {
 		return fmt.Errorf("cas: clear corrupt mark of %s: %w", d, err)
 	}
 	s.heal.mu.Lock()
@@ -250,7 +247,7 @@ func (s *Store) checkMappedSound(ctx context.Context, id string) error {
 		return nil
 	}
 	byDigest := make(map[Digest][]int64)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(ctx, func(txn core.CatalogTx) error {
 		return mergeMaps(ctx, txn, []string{id}, 0, func(index int64, _ int, d Digest) (bool, error) {
 			if s.knownCorrupt(d) {
 				byDigest[d] = append(byDigest[d], index)

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // MaxTags is how many tags a snapshot may carry.
@@ -142,7 +142,7 @@ func (v *View) Snapshot() Snapshot { return v.snap }
 // From calls fn for each slot of the view from index start on, ascending, until fn
 // returns false.
 func (v *View) From(ctx context.Context, start int64, fn func(Slot) bool) error {
-	return v.s.db.View(func(txn *badger.Txn) error {
+	return v.s.view(ctx, func(txn core.CatalogTx) error {
 		return mergeMaps(ctx, txn, v.ids, start, func(index int64, _ int, d Digest) (bool, error) {
 			return fn(Slot{Index: index, Digest: d}), nil
 		})

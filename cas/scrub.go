@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // DefaultScrubBytesPerSec is a background scrub's read rate unless configured: gentle
@@ -269,52 +269,42 @@ func (s *Store) scrubMaps(ctx context.Context, rep *ScrubReport, corrupt map[Dig
 	var missing []Digest
 	for done := false; !done; {
 		missing = missing[:0]
-		var n int
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true, PrefetchSize: 256})
-			defer it.Close()
-			for it.Seek(after); it.Valid(); it.Next() {
-				item := it.Item()
-				k := item.Key()
+		err := s.view(ctx, func(txn core.CatalogTx) error {
+			n := 0
+			done = true
+			return txn.Scan([]byte{prefixMap}, after, func(k, v []byte) (bool, error) {
 				if bytes.Equal(k, after) {
-					continue
+					return true, nil // the last key of the previous transaction
 				}
 				if n == scrubRecordsPerTxn {
-					return nil
+					done = false
+					return false, nil
 				}
 				n++
-				after = item.KeyCopy(after[:0])
+				after = append(after[:0], k...)
 				if err := ctx.Err(); err != nil {
-					return err
+					return false, err
 				}
 				rep.RecordsChecked++
 				if len(k) < 1+1+1+8 || k[len(k)-9] != '/' {
 					appendRecord(rep, k, "block-map key is not snapshot id / index")
-					continue
+					return true, nil
 				}
-				var d Digest
-				bad := false
-				if err := item.Value(func(v []byte) error {
-					if len(v) != len(d) {
-						bad = true
-						appendRecord(rep, k, fmt.Sprintf("block-map entry of %d bytes, not a digest", len(v)))
-					}
-					copy(d[:], v)
-					return nil
-				}); err != nil {
-					appendRecord(rep, k, "cannot read: "+err.Error())
-					continue
+				if len(v) != len(Digest{}) {
+					appendRecord(rep, k, fmt.Sprintf("block-map entry of %d bytes, not a digest", len(v)))
+					return true, nil
 				}
-				if bad || d == ZeroDigest {
-					continue
+				d := Digest(v)
+				if d == ZeroDigest {
+					return true, nil
 				}
 				if _, known := corrupt[d]; !known {
 					// Present, or missing: a block is stored before the map entry that
 					// names it commits, and collection deletes only unmapped blocks.
 					if has, err := s.hasBlock(ctx, d); err != nil {
-						return err
+						return false, err
 					} else if has {
-						continue
+						return true, nil
 					}
 					missing = append(missing, d)
 					corrupt[d] = "missing"
@@ -324,9 +314,8 @@ func (s *Store) scrubMaps(ctx context.Context, rep *ScrubReport, corrupt map[Dig
 					uses[d] = make(map[string][]int64)
 				}
 				uses[d][id] = append(uses[d][id], indexFromMapKey(k))
-			}
-			done = true
-			return nil
+				return true, nil
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("cas: scrub block maps: %w", err)
@@ -343,24 +332,17 @@ func (s *Store) scrubMaps(ctx context.Context, rep *ScrubReport, corrupt map[Dig
 // scrubRecords checks that snapshot and client-token records decode.
 func (s *Store) scrubRecords(ctx context.Context, rep *ScrubReport) error {
 	check := func(prefix byte, fn func(k, v []byte) string) error {
-		return s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}, PrefetchValues: true})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
+		return s.view(ctx, func(txn core.CatalogTx) error {
+			return txn.Scan([]byte{prefix}, nil, func(k, v []byte) (bool, error) {
 				if err := ctx.Err(); err != nil {
-					return err
+					return false, err
 				}
 				rep.RecordsChecked++
-				k := it.Item().Key()
-				var problem string
-				if err := it.Item().Value(func(v []byte) error { problem = fn(k, v); return nil }); err != nil {
-					problem = "cannot read: " + err.Error()
-				}
-				if problem != "" {
+				if problem := fn(k, v); problem != "" {
 					appendRecord(rep, k, problem)
 				}
-			}
-			return nil
+				return true, nil
+			})
 		})
 	}
 	err := check(prefixSnapshot, func(k, v []byte) string {

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // Stats describe what the store holds. They are computed by a scan of keys (values
@@ -62,33 +62,26 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("cas: stats: %w", err)
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMap}, PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+	err = s.view(ctx, func(txn core.CatalogTx) error {
+		st.MappedBlocks, st.ZeroBlocks, st.CorruptRecords = 0, 0, 0
+		return txn.Scan([]byte{prefixMap}, nil, func(k, v []byte) (bool, error) {
 			if err := ctx.Err(); err != nil {
-				return err
+				return false, err
 			}
 			st.MappedBlocks++
-			item := it.Item()
-			if err := item.Value(func(v []byte) error {
-				// Converting a short slice to a Digest panics: a damaged entry must
-				// not take the daemon down with it.
-				if len(v) != len(Digest{}) {
-					st.CorruptRecords++
-					s.log.Error("corrupt block-map entry: value is not a digest",
-						"key", fmt.Sprintf("%q", item.Key()), "value_bytes", len(v))
-					return nil
-				}
-				if Digest(v) == ZeroDigest {
-					st.ZeroBlocks++
-				}
-				return nil
-			}); err != nil {
-				return err
+			// Converting a short slice to a Digest panics: a damaged entry must not
+			// take the daemon down with it.
+			if len(v) != len(Digest{}) {
+				st.CorruptRecords++
+				s.log.Error("corrupt block-map entry: value is not a digest",
+					"key", fmt.Sprintf("%q", k), "value_bytes", len(v))
+				return true, nil
 			}
-		}
-		return nil
+			if Digest(v) == ZeroDigest {
+				st.ZeroBlocks++
+			}
+			return true, nil
+		})
 	})
 	st.LSMBytes, st.VlogBytes = s.db.Size()
 	sc := s.SettleCounters()

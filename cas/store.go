@@ -66,6 +66,10 @@ type Options struct {
 	// (badger_blocks.go). Another engine (cas/s3blocks, with cas/diskcache in front)
 	// is opened by the caller; the store closes nothing it did not open.
 	Blocks core.BlockStore
+	// Catalog is where records live; nil keeps them in the store's own Badger DB
+	// (badger_catalog.go). A catalog other engines' daemons share (cas/pgcatalog)
+	// needs a block store they share too: Blocks must be set with it.
+	Catalog core.Catalog
 	// WrapBlocks, when set, decorates the block store the store uses, whichever it is:
 	// tests wrap it to inject faults (cas/blocktest.Faulty).
 	WrapBlocks func(core.BlockStore) core.BlockStore
@@ -89,7 +93,10 @@ type Store struct {
 	// may read and write block entries in db directly, and db.Sync covers them.
 	blocks core.BlockStore
 	local  *badgerBlocks
-	opts   Options
+	// cat holds the records (core.Catalog); localCat is set when that is db itself.
+	cat      core.Catalog
+	localCat *badgerCatalog
+	opts     Options
 	clock  Clock
 	log    *slog.Logger
 	comp   *compressor
@@ -133,6 +140,10 @@ type Store struct {
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("cas: no data directory given")
+	}
+	if opts.Catalog != nil && opts.Blocks == nil {
+		// Records other daemons can read would name blocks only this disk holds.
+		return nil, errors.New("cas: a shared catalog needs a shared block store: give Blocks with Catalog")
 	}
 	if opts.Clock == nil {
 		opts.Clock = SystemClock{}
@@ -194,6 +205,11 @@ func Open(opts Options) (*Store, error) {
 		writes: make(chan *writeOp),
 		space:  space,
 	}
+	s.cat = opts.Catalog
+	if s.cat == nil {
+		s.localCat = &badgerCatalog{db: db, gate: s.gated}
+		s.cat = s.localCat
+	}
 	s.blocks = opts.Blocks
 	if s.blocks == nil {
 		s.local = &badgerBlocks{db: db, gate: s.gated}
@@ -225,6 +241,12 @@ func Open(opts Options) (*Store, error) {
 	}
 	if s.local == nil {
 		if err := s.countBlocksAtOpen(context.Background()); err != nil {
+			s.closeResources()
+			return nil, err
+		}
+	}
+	if s.localCat == nil {
+		if err := s.countMapsAtOpen(context.Background()); err != nil {
 			s.closeResources()
 			return nil, err
 		}
@@ -351,7 +373,19 @@ func (s *Store) closeResources() error {
 	return nil
 }
 
-// update runs a read-write transaction through the write gate.
+// view runs a read-only transaction of the catalog.
+func (s *Store) view(ctx context.Context, fn func(tx core.CatalogTx) error) error {
+	return s.cat.View(ctx, fn)
+}
+
+// commit runs a read-write transaction of the catalog (the embedded one takes the
+// free-space rule and the write gate itself).
+func (s *Store) commit(ctx context.Context, fn func(tx core.CatalogTx) error) error {
+	return s.cat.Update(ctx, fn)
+}
+
+// update runs a read-write transaction of the store's own Badger DB through the write
+// gate: for the embedded engines' own work (settling), not for records.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	return s.gated(func() error { return s.db.Update(fn) })
 }
@@ -389,8 +423,8 @@ func (s *Store) sync() error {
 
 // syncCatalog makes the records written so far survive power loss.
 func (s *Store) syncCatalog() error {
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("cas: fsync: %w", err)
+	if err := s.cat.Sync(context.Background()); err != nil {
+		return fmt.Errorf("cas: sync catalog: %w", err)
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // SnapshotUsage is what one live snapshot costs the store.
@@ -87,7 +87,7 @@ func (s *Store) usage(ctx context.Context, maxTracked int) (Usage, error) {
 	u := Usage{Computed: s.clock.Now(), Snapshots: make(map[string]SnapshotUsage)}
 	f := newForest(s.allEntries())
 	per := make([]SnapshotUsage, len(f.nodes))
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(ctx, func(txn core.CatalogTx) error {
 		hist, err := s.blockHistogram(ctx)
 		if err != nil {
 			return err
@@ -347,7 +347,7 @@ func (f *forest) viewers(ws []write, k int) (n int32, only int32) {
 // eachIndex calls fn once for every block index written in any map of a tree, tree by
 // tree, with all the writes at that index in ascending position. One cursor per
 // snapshot of the tree is open at a time.
-func (f *forest) eachIndex(ctx context.Context, txn *badger.Txn, fn func([]write)) error {
+func (f *forest) eachIndex(ctx context.Context, txn core.CatalogTx, fn func([]write)) error {
 	for t, start := range f.treeStart {
 		if err := f.mergeTree(ctx, txn, start, f.treeEnds[t], fn); err != nil {
 			return err
@@ -356,25 +356,20 @@ func (f *forest) eachIndex(ctx context.Context, txn *badger.Txn, fn func([]write
 	return nil
 }
 
-func (f *forest) mergeTree(ctx context.Context, txn *badger.Txn, start, end int32, fn func([]write)) error {
+func (f *forest) mergeTree(ctx context.Context, txn core.CatalogTx, start, end int32, fn func([]write)) error {
 	var h cursorHeap
-	defer func() {
-		for _, c := range h {
-			c.it.Close()
-		}
-	}()
 	for p := start; p < end; p++ {
 		if f.nodes[p].snap.MapReleased {
 			continue
 		}
-		prefix := mapPrefix(f.nodes[p].snap.ID)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		it.Rewind()
-		if !it.Valid() {
-			it.Close()
+		c, err := newMapCursor(txn, f.nodes[p].snap.ID, 0)
+		if err != nil {
+			return err
+		}
+		if !c.valid() {
 			continue
 		}
-		h = append(h, &heapCursor{mapCursor: mapCursor{it: it, prefix: prefix}, node: p, at: indexFromMapKey(it.Item().Key())})
+		h = append(h, &heapCursor{mapCursor: c, node: p, at: c.index()})
 	}
 	heap.Init(&h)
 	var ws []write
@@ -386,18 +381,15 @@ func (f *forest) mergeTree(ctx context.Context, txn *badger.Txn, start, end int3
 		ws = ws[:0]
 		for len(h) > 0 && h[0].at == index {
 			c := h[0]
-			d, err := c.digest()
-			if err != nil {
+			ws = append(ws, write{node: c.node, digest: c.digest()})
+			if err := c.next(); err != nil {
 				return err
 			}
-			ws = append(ws, write{node: c.node, digest: d})
-			c.it.Next()
 			if c.valid() {
 				c.at = c.index()
 				heap.Fix(&h, 0)
 			} else {
 				heap.Pop(&h)
-				c.it.Close()
 			}
 		}
 		fn(ws)
@@ -408,7 +400,7 @@ func (f *forest) mergeTree(ctx context.Context, txn *badger.Txn, start, end int3
 // heapCursor is a block-map cursor ordered by (index, DFS position), so the writes at
 // one index come off the heap ascending by position.
 type heapCursor struct {
-	mapCursor
+	*mapCursor
 	node int32
 	at   int64 // the block index the cursor is on
 }

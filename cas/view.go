@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // A snapshot's point-in-time view is its own block map over its parent's view. The
@@ -42,39 +42,70 @@ func (s *Store) completedSnapshot(ctx context.Context, owner, id string) (Snapsh
 	return snap, nil
 }
 
-// mapCursor walks one snapshot's block map in index order.
+// mapCursor walks one snapshot's block map in index order, a page of entries at a
+// time: the catalog's Scan runs one at a time per transaction, and a merge of several
+// maps needs several positions at once.
 type mapCursor struct {
-	it     *badger.Iterator
+	tx     core.CatalogTx
 	prefix []byte
+	page   []Slot
+	pos    int
+	resume []byte // where the next page starts; nil when the map is exhausted
 }
 
-func (c *mapCursor) valid() bool { return c.it.Valid() && bytes.HasPrefix(c.it.Item().Key(), c.prefix) }
+// mapPageSize is how many entries a cursor reads per Scan.
+const mapPageSize = 256
 
-func (c *mapCursor) index() int64 { return indexFromMapKey(c.it.Item().Key()) }
+func newMapCursor(tx core.CatalogTx, id string, start int64) (*mapCursor, error) {
+	c := &mapCursor{tx: tx, prefix: mapPrefix(id), resume: mapKey(id, max(start, 0))}
+	return c, c.fill()
+}
 
-func (c *mapCursor) digest() (Digest, error) {
-	var d Digest
-	err := c.it.Item().Value(func(v []byte) error {
-		if len(v) != len(d) {
-			return fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, c.it.Item().Key(), len(v))
-		}
-		copy(d[:], v)
+func (c *mapCursor) fill() error {
+	c.page, c.pos = c.page[:0], 0
+	from := c.resume
+	c.resume = nil
+	if from == nil {
 		return nil
+	}
+	return c.tx.Scan(c.prefix, from, func(k, v []byte) (bool, error) {
+		if len(c.page) == mapPageSize {
+			c.resume = bytes.Clone(k)
+			return false, nil
+		}
+		if len(v) != len(Digest{}) || len(k) != len(c.prefix)+8 {
+			return false, fmt.Errorf("%w: map entry %x has %d bytes", ErrCorruptBlock, k, len(v))
+		}
+		c.page = append(c.page, Slot{Index: indexFromMapKey(k), Digest: Digest(v)})
+		return true, nil
 	})
-	return d, err
+}
+
+func (c *mapCursor) valid() bool { return c.pos < len(c.page) }
+
+func (c *mapCursor) index() int64 { return c.page[c.pos].Index }
+
+func (c *mapCursor) digest() Digest { return c.page[c.pos].Digest }
+
+func (c *mapCursor) next() error {
+	c.pos++
+	if c.pos == len(c.page) && c.resume != nil {
+		return c.fill()
+	}
+	return nil
 }
 
 // mergeMaps calls fn, in ascending index order from start, once for each index written
 // in any of the snapshots ids, with the position in ids of the first snapshot that
 // wrote it and its digest there. It stops when fn returns false.
-func mergeMaps(ctx context.Context, txn *badger.Txn, ids []string, start int64, fn func(index int64, who int, d Digest) (bool, error)) error {
+func mergeMaps(ctx context.Context, tx core.CatalogTx, ids []string, start int64, fn func(index int64, who int, d Digest) (bool, error)) error {
 	cursors := make([]*mapCursor, len(ids))
 	for i, id := range ids {
-		p := mapPrefix(id)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		it.Seek(mapKey(id, start))
-		cursors[i] = &mapCursor{it: it, prefix: p}
+		c, err := newMapCursor(tx, id, start)
+		if err != nil {
+			return err
+		}
+		cursors[i] = c
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -92,13 +123,12 @@ func mergeMaps(ctx context.Context, txn *badger.Txn, ids []string, start int64, 
 		if who < 0 {
 			return nil
 		}
-		d, err := cursors[who].digest()
-		if err != nil {
-			return err
-		}
+		d := cursors[who].digest()
 		for _, c := range cursors {
 			if c.valid() && c.index() == next {
-				c.it.Next()
+				if err := c.next(); err != nil {
+					return err
+				}
 			}
 		}
 		if more, err := fn(next, who, d); err != nil || !more {
@@ -119,24 +149,20 @@ func (s *Store) ViewFrom(ctx context.Context, owner, id string, start int64, fn 
 }
 
 // lookupView returns the digest at index in the view of ids[0].
-func lookupView(txn *badger.Txn, ids []string, index int64) (Digest, bool, error) {
+func lookupView(tx core.CatalogTx, ids []string, index int64) (Digest, bool, error) {
 	var d Digest
 	for _, id := range ids {
-		item, err := txn.Get(mapKey(id, index))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		v, err := tx.Get(mapKey(id, index))
+		if errors.Is(err, core.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
 			return d, false, err
 		}
-		err = item.Value(func(v []byte) error {
-			if len(v) != len(d) {
-				return fmt.Errorf("%w: map entry of %s block %d has %d bytes", ErrCorruptBlock, id, index, len(v))
-			}
-			copy(d[:], v)
-			return nil
-		})
-		return d, err == nil, err
+		if len(v) != len(d) {
+			return d, false, fmt.Errorf("%w: map entry of %s block %d has %d bytes", ErrCorruptBlock, id, index, len(v))
+		}
+		return Digest(v), true, nil
 	}
 	return d, false, nil
 }
@@ -181,7 +207,7 @@ func (s *Store) Changes(ctx context.Context, owner, first, second string, start 
 	// side's full lineage answers what that side holds at a candidate index.
 	ids := append(append([]string{}, fOwn...), sOwn...)
 	next = -1
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.view(ctx, func(txn core.CatalogTx) error {
 		examined := 0
 		return mergeMaps(ctx, txn, ids, start, func(index int64, _ int, _ Digest) (bool, error) {
 			if examine > 0 && examined == examine {

@@ -1,0 +1,221 @@
+package cas
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ebsd/ebsd/cas/core"
+)
+
+// badgerCatalog is the embedded catalog: the store's records in its own Badger DB,
+// beside the blocks of the embedded block store. Badger's own conflict detection is
+// off (the store serialises writers itself, and with it off Update never fails for a
+// conflict); named locks live in this process, the only one that can open the DB.
+type badgerCatalog struct {
+	db *badger.DB
+	// gate is taken around every write: the store holds it exclusively while a
+	// collection flushes Badger's memtable, which makes Badger refuse writes.
+	gate  func(func() error) error
+	locks lockTable
+}
+
+var _ core.Catalog = (*badgerCatalog)(nil)
+
+func (c *badgerCatalog) View(ctx context.Context, fn func(core.CatalogTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tx := &badgerTx{ctx: ctx, locks: &c.locks}
+	defer tx.release()
+	return c.db.View(func(txn *badger.Txn) error {
+		tx.txn = txn
+		return fn(tx)
+	})
+}
+
+func (c *badgerCatalog) Update(ctx context.Context, fn func(core.CatalogTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tx := &badgerTx{ctx: ctx, locks: &c.locks}
+	// Locks are released after the commit (or the discard): what a lock protects is
+	// committed before the next holder reads it.
+	defer tx.release()
+	return c.gate(func() error {
+		return c.db.Update(func(txn *badger.Txn) error {
+			tx.txn = txn
+			return fn(tx)
+		})
+	})
+}
+
+func (c *badgerCatalog) Sync(context.Context) error {
+	if err := c.db.Sync(); err != nil {
+		return fmt.Errorf("badger catalog: fsync: %w", err)
+	}
+	return nil
+}
+
+// badgerTx is one transaction of the embedded catalog.
+type badgerTx struct {
+	ctx   context.Context
+	txn   *badger.Txn
+	locks *lockTable
+	held  []heldLock
+}
+
+func (t *badgerTx) Get(key []byte) ([]byte, error) {
+	item, err := t.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("badger catalog: %q: %w", key, core.ErrKeyNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("badger catalog: get %q: %w", key, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, fmt.Errorf("badger catalog: read %q: %w", key, err)
+	}
+	return v, nil
+}
+
+func (t *badgerTx) Set(key, value []byte) error {
+	// Badger keeps the slices until the commit: copies, since the caller may reuse them.
+	if err := t.txn.Set(bytes.Clone(key), bytes.Clone(value)); err != nil {
+		return fmt.Errorf("badger catalog: set %q: %w", key, err)
+	}
+	return nil
+}
+
+func (t *badgerTx) Delete(key []byte) error {
+	if err := t.txn.Delete(bytes.Clone(key)); err != nil {
+		return fmt.Errorf("badger catalog: delete %q: %w", key, err)
+	}
+	return nil
+}
+
+func (t *badgerTx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, error)) error {
+	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	seek := prefix
+	if bytes.Compare(from, prefix) > 0 {
+		seek = from
+	}
+	for it.Seek(seek); it.Valid(); it.Next() {
+		if err := t.ctx.Err(); err != nil {
+			return err
+		}
+		item := it.Item()
+		var more bool
+		var fnErr error
+		err := item.Value(func(v []byte) error {
+			more, fnErr = fn(item.Key(), v)
+			return fnErr
+		})
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case err != nil:
+			return fmt.Errorf("badger catalog: read %q: %w", item.Key(), err)
+		case !more:
+			return nil
+		}
+	}
+	return nil
+}
+
+func (t *badgerTx) Lock(name []byte, exclusive bool) error {
+	l, err := t.locks.acquire(t.ctx, string(name), exclusive)
+	if err != nil {
+		return err
+	}
+	t.held = append(t.held, l)
+	return nil
+}
+
+func (t *badgerTx) release() {
+	for i := len(t.held) - 1; i >= 0; i-- {
+		t.locks.release(t.held[i])
+	}
+	t.held = nil
+}
+
+// lockTable holds the named locks of the embedded catalog's transactions: a
+// reader-writer lock per name, created on first use and dropped when no transaction
+// holds or waits for it, so names that are block digests cost nothing once released.
+type lockTable struct {
+	mu    sync.Mutex
+	locks map[string]*namedLock
+}
+
+type namedLock struct {
+	refs    int           // holders and waiters
+	readers int           // shared holders
+	writer  bool          // an exclusive holder
+	changed chan struct{} // closed and replaced whenever the lock is released
+}
+
+type heldLock struct {
+	name      string
+	exclusive bool
+}
+
+// acquire waits for the lock, or for ctx to end.
+func (lt *lockTable) acquire(ctx context.Context, name string, exclusive bool) (heldLock, error) {
+	lt.mu.Lock()
+	if lt.locks == nil {
+		lt.locks = make(map[string]*namedLock)
+	}
+	l := lt.locks[name]
+	if l == nil {
+		l = &namedLock{changed: make(chan struct{})}
+		lt.locks[name] = l
+	}
+	l.refs++
+	for l.writer || (exclusive && l.readers > 0) {
+		wait := l.changed
+		lt.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			lt.mu.Lock()
+			l.refs--
+			lt.dropIfIdle(name, l)
+			lt.mu.Unlock()
+			return heldLock{}, fmt.Errorf("badger catalog: waiting for lock %q: %w", name, ctx.Err())
+		}
+		lt.mu.Lock()
+	}
+	if exclusive {
+		l.writer = true
+	} else {
+		l.readers++
+	}
+	lt.mu.Unlock()
+	return heldLock{name: name, exclusive: exclusive}, nil
+}
+
+func (lt *lockTable) release(h heldLock) {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	l := lt.locks[h.name]
+	if h.exclusive {
+		l.writer = false
+	} else {
+		l.readers--
+	}
+	l.refs--
+	close(l.changed)
+	l.changed = make(chan struct{})
+	lt.dropIfIdle(h.name, l)
+}
+
+func (lt *lockTable) dropIfIdle(name string, l *namedLock) {
+	if l.refs == 0 {
+		delete(lt.locks, name)
+	}
+}
