@@ -50,7 +50,7 @@ func (s *Store) PutBlock(ctx context.Context, owner, id string, index int64, dat
 // writeBlock stores the block (unless it is zero or already stored) and points the
 // snapshot's map entry at it, in one group commit shared with concurrent puts.
 func (s *Store) writeBlock(ctx context.Context, id string, index int64, d Digest, data []byte) error {
-	op := &writeOp{mapKey: mapKey(id, index), digest: d}
+	op := &writeOp{mapKey: mapKey(id, index), snapID: id, digest: d}
 	// Free space is checked before anything reaches Badger (space.go): a block that
 	// turns out to be stored already only held its room until the commit.
 	n := int64(putOverhead)

@@ -2,6 +2,8 @@ package cas
 
 import (
 	"context"
+	"encoding/binary"
+	"math"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -107,9 +109,17 @@ func (s *Store) lookup(owner, id string) (*entry, error) {
 // lookupAny returns the entry of a snapshot of the owner, deleted or not: lineages
 // read through deleted ancestors.
 func (s *Store) lookupAny(owner, id string) (*entry, error) {
-	s.snapsMu.RLock()
-	e := s.snaps[id]
-	s.snapsMu.RUnlock()
+	var e *entry
+	if s.shared() {
+		var err error
+		if e, err = s.refreshEntry(context.Background(), id); err != nil {
+			return nil, err
+		}
+	} else {
+		s.snapsMu.RLock()
+		e = s.snaps[id]
+		s.snapsMu.RUnlock()
+	}
 	if e == nil {
 		return nil, fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
 	}
@@ -139,6 +149,11 @@ func (s *Store) Snapshots(owner string) []Snapshot {
 // snapshotsWhere returns the records of the entries keep selects. Records are read
 // after the catalog lock is released: each entry guards its own.
 func (s *Store) snapshotsWhere(keep func(*entry) bool) []Snapshot {
+	if s.shared() {
+		if err := s.refreshAll(context.Background()); err != nil {
+			s.log.Warn("listing from this daemon's last view of the shared catalog", "err", err)
+		}
+	}
 	s.snapsMu.RLock()
 	entries := make([]*entry, 0, len(s.snaps))
 	for _, e := range s.snaps {
@@ -168,21 +183,7 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 			return Snapshot{}, err
 		}
 		if found {
-			if tok.Fingerprint != fp {
-				return Snapshot{}, fmt.Errorf("%w: token %q started %s", ErrTokenConflict, p.ClientToken, tok.SnapshotID)
-			}
-			e, err := s.lookupAny(p.OwnerID, tok.SnapshotID)
-			if err != nil {
-				return Snapshot{}, err
-			}
-			if e.deleted.Load() {
-				// The retry of a request whose snapshot was deleted since: the original
-				// answer, as it stands now, and no new snapshot.
-				snap := e.snapshot()
-				snap.Status, snap.StatusMessage = StatusError, "deleted"
-				return snap, nil
-			}
-			return s.Snapshot(ctx, p.OwnerID, tok.SnapshotID)
+			return s.answerToken(ctx, p, fp, tok)
 		}
 	}
 	if p.ParentID != "" {
@@ -224,17 +225,35 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 		Status:         StatusPending,
 		StartTime:      now,
 	}
+	var raced *tokenRecord // a token another daemon wrote since the check above
 	err = s.commit(ctx, func(txn core.CatalogTx) error {
-		if err := putJSON(txn, snapshotKey(rec.ID), rec); err != nil {
-			return err
+		raced = nil
+		if p.ClientToken != "" {
+			// Looked up again under the token's lock, with the write: of daemons
+			// racing with one token, one writes it and the others find it here.
+			key := tokenKey(p.OwnerID, p.Region, p.ClientToken)
+			if err := txn.Lock(tokenLock(p.OwnerID, p.Region, p.ClientToken), true); err != nil {
+				return err
+			}
+			v, err := txn.Get(key)
+			if err == nil {
+				raced = &tokenRecord{}
+				return json.Unmarshal(v, raced)
+			}
+			if !errors.Is(err, core.ErrKeyNotFound) {
+				return err
+			}
+			if err := putJSON(txn, key, tokenRecord{rec.ID, fp, now}); err != nil {
+				return err
+			}
 		}
-		if p.ClientToken == "" {
-			return nil
-		}
-		return putJSON(txn, tokenKey(p.OwnerID, p.Region, p.ClientToken), tokenRecord{rec.ID, fp, now})
+		return putJSON(txn, snapshotKey(rec.ID), rec)
 	})
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("cas: write snapshot record: %w", err)
+	}
+	if raced != nil {
+		return s.answerToken(ctx, p, fp, *raced)
 	}
 	if err := s.sync(); err != nil {
 		return Snapshot{}, err
@@ -246,6 +265,25 @@ func (s *Store) StartSnapshot(ctx context.Context, p StartParams) (Snapshot, err
 	s.snapsMu.Unlock()
 	s.ctr.noteState(nil, &rec)
 	return rec.Clone(), nil
+}
+
+// answerToken answers a StartSnapshot whose client token started a snapshot before.
+func (s *Store) answerToken(ctx context.Context, p StartParams, fp string, tok tokenRecord) (Snapshot, error) {
+	if tok.Fingerprint != fp {
+		return Snapshot{}, fmt.Errorf("%w: token %q started %s", ErrTokenConflict, p.ClientToken, tok.SnapshotID)
+	}
+	e, err := s.lookupAny(p.OwnerID, tok.SnapshotID)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if e.deleted.Load() {
+		// The retry of a request whose snapshot was deleted since: the original
+		// answer, as it stands now, and no new snapshot.
+		snap := e.snapshot()
+		snap.Status, snap.StatusMessage = StatusError, "deleted"
+		return snap, nil
+	}
+	return s.Snapshot(ctx, p.OwnerID, tok.SnapshotID)
 }
 
 func (s *Store) unusedID() string {
@@ -303,7 +341,23 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.rec.Status != StatusPending {
+	var status Status
+	err = s.withSnapshotLock(ctx, e, func(tx core.CatalogTx) error {
+		var err error
+		status, err = s.completeLocked(ctx, e, tx, changedBlocks, aggregate)
+		return err
+	})
+	return status, err
+}
+
+// completeLocked is CompleteSnapshot with e.mu held, and on a shared catalog the
+// snapshot's lock held in tx, where the record is written.
+func (s *Store) completeLocked(ctx context.Context, e *entry, tx core.CatalogTx, changedBlocks int64, aggregate *Digest) (Status, error) {
+	id := e.rec.ID
+	if e.rec.Status != StatusPending || !e.rec.DeletedAt.IsZero() {
+		if e.deleted.Load() {
+			return "", fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+		}
 		return e.rec.Status, nil
 	}
 	e.lastActive.Store(s.clock.Now().UnixNano())
@@ -327,7 +381,14 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 	rec.Status = StatusCompleted
 	rec.CompleteTime = s.clock.Now()
 	rec.ChangedBlocks = count
-	if err := s.writeRecord(rec); err != nil {
+	if tx != nil {
+		if err := s.syncBlocks(); err != nil {
+			return "", err
+		}
+		if err := putJSON(tx, snapshotKey(id), rec); err != nil {
+			return "", fmt.Errorf("cas: write snapshot record: %w", err)
+		}
+	} else if err := s.writeRecord(e.rec, rec); err != nil {
 		return "", err
 	}
 	s.ctr.noteState(&e.rec, &rec)
@@ -427,9 +488,12 @@ func (s *Store) Secret(name string) ([]byte, error) {
 // The blocks are synced first: a block store that cannot make them durable fails the
 // change before the record is written, so no record on disk promises what the store
 // did not keep.
-func (s *Store) writeRecord(rec Snapshot) error {
+func (s *Store) writeRecord(prev, rec Snapshot) error {
 	if err := s.syncBlocks(); err != nil {
 		return err
+	}
+	if s.shared() {
+		return s.writeSharedRecord(context.Background(), prev, rec)
 	}
 	if err := s.commit(context.Background(), func(txn core.CatalogTx) error { return putJSON(txn, snapshotKey(rec.ID), rec) }); err != nil {
 		return fmt.Errorf("cas: write snapshot record: %w", err)
@@ -440,7 +504,37 @@ func (s *Store) writeRecord(rec Snapshot) error {
 // idle reports whether a pending snapshot has seen no put or complete for its Timeout.
 func (s *Store) idle(e *entry, now time.Time) bool {
 	timeout := time.Duration(e.rec.TimeoutMinutes) * time.Minute
-	return timeout > 0 && now.UnixNano()-e.lastActive.Load() >= int64(timeout)
+	if timeout <= 0 || now.UnixNano()-e.lastActive.Load() < int64(timeout) {
+		return false
+	}
+	if s.shared() {
+		// Puts may have gone to other daemons: their last one counts too.
+		if last := s.sharedActivity(e.rec.ID); now.UnixNano()-last < int64(timeout) {
+			return false
+		}
+	}
+	return true
+}
+
+// sharedActivity is when a daemon last committed a put to the snapshot (0: never, or
+// unknown, which never makes a snapshot idle by itself: the caller checks its own).
+func (s *Store) sharedActivity(id string) int64 {
+	var last int64
+	err := s.view(context.Background(), func(txn core.CatalogTx) error {
+		v, err := txn.Get(activityKey(id))
+		if err == nil && len(v) == 8 {
+			last = int64(binary.BigEndian.Uint64(v))
+		}
+		if errors.Is(err, core.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		// Not knowing is not idle: a snapshot is expired only on evidence.
+		return math.MaxInt64 / 2
+	}
+	return last
 }
 
 func (s *Store) expireIfIdle(ctx context.Context, e *entry) error {
@@ -490,7 +584,7 @@ func (s *Store) expire(ctx context.Context, e *entry) error {
 	rec := e.rec.Clone()
 	rec.Status = StatusError
 	rec.StatusMessage = fmt.Sprintf("no put or complete for %d minutes (Timeout)", rec.TimeoutMinutes)
-	if err := s.writeRecord(rec); err != nil {
+	if err := s.writeRecord(e.rec, rec); err != nil {
 		return err
 	}
 	s.ctr.noteState(&e.rec, &rec)

@@ -141,7 +141,7 @@ func (s *Store) releaseDeleted(ctx context.Context, dryRun bool, rep *GCReport) 
 				e.mu.Lock()
 				rec := e.rec.Clone()
 				rec.MapReleased = true
-				err := s.writeRecord(rec)
+				err := s.writeRecord(e.rec, rec)
 				if err == nil {
 					e.rec = rec
 				}
@@ -170,6 +170,9 @@ func (s *Store) dropRecord(snap Snapshot) error {
 			if err := txn.Delete(tokenKey(snap.OwnerID, snap.Region, snap.ClientToken)); err != nil {
 				return err
 			}
+		}
+		if err := txn.Delete(activityKey(snap.ID)); err != nil {
+			return err
 		}
 		return txn.Delete(snapshotKey(snap.ID))
 	})

@@ -2,6 +2,7 @@ package cas
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -17,6 +18,7 @@ const maxGroup = 16
 type writeOp struct {
 	block  *StoredBlock // nil when the block is zero or already stored
 	mapKey []byte
+	snapID string
 	digest Digest
 	done   chan error
 }
@@ -46,27 +48,53 @@ func (s *Store) groupCommitLoop() {
 				break fill
 			}
 		}
-		err := s.commitGroup(group)
+		refused, err := s.commitGroup(group)
 		for _, op := range group {
-			op.done <- err
+			if err == nil {
+				op.done <- refused[op]
+			} else {
+				op.done <- err
+			}
 		}
 	}
 }
 
 // commitGroup writes the group's blocks to the block store, then its block-map entries
-// in one Badger commit: a map entry is never committed before the block it names.
-func (s *Store) commitGroup(group []*writeOp) error {
+// in one catalog commit: a map entry is never committed before the block it names. On
+// a shared catalog, ops of snapshots another daemon completed, expired or deleted
+// meanwhile are refused (shared.go) and the rest commit.
+func (s *Store) commitGroup(group []*writeOp) (map[*writeOp]error, error) {
 	var tally putTally
+	var refused map[*writeOp]error
 	err := s.putGroupBlocks(group, &tally)
 	if err == nil {
 		err = s.commit(context.Background(), func(txn core.CatalogTx) error {
 			tally.resetMaps() // a catalog may run this more than once
+			if s.shared() {
+				var err error
+				if refused, err = acceptPending(txn, group); err != nil {
+					return err
+				}
+			}
+			now := s.clock.Now().UnixNano()
+			active := map[string]bool{}
 			for _, op := range group {
+				if refused[op] != nil {
+					continue
+				}
 				if err := tally.noteMap(txn, op); err != nil {
 					return err
 				}
 				if err := txn.Set(op.mapKey, op.digest[:]); err != nil {
 					return err
+				}
+				if s.shared() && !active[op.snapID] {
+					// Other daemons judge idleness by it (Timeout): one small write per
+					// snapshot per group.
+					active[op.snapID] = true
+					if err := txn.Set(activityKey(op.snapID), binary.BigEndian.AppendUint64(nil, uint64(now))); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
@@ -76,7 +104,7 @@ func (s *Store) commitGroup(group []*writeOp) error {
 	if err == nil {
 		s.applyPuts(&tally)
 	}
-	return err
+	return refused, err
 }
 
 // putGroupBlocks stores the group's blocks in one call to the block store and tallies

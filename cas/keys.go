@@ -11,6 +11,7 @@ const (
 	prefixSnapshot = 's' // s + snapID            → snapshot record (JSON)
 	prefixToken    = 't' // t + owner/region/tok  → client-token record (JSON)
 	prefixMeta     = 'k' // k + name              → store-wide settings (keys, versions)
+	prefixActivity = 'a' // a + snapID            → last put, unix nanoseconds (shared catalogs only)
 )
 
 func blockKey(d Digest) []byte {
@@ -51,4 +52,8 @@ func tokenKey(owner, region, token string) []byte {
 
 func metaKey(name string) []byte {
 	return append([]byte{prefixMeta}, name...)
+}
+
+func activityKey(snapID string) []byte {
+	return append([]byte{prefixActivity}, snapID...)
 }

@@ -39,7 +39,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, owner, id string) error {
 	if wasPending {
 		rec.Status, rec.StatusMessage = StatusError, "deleted while pending"
 	}
-	if err := s.writeRecord(rec); err != nil {
+	if err := s.writeRecord(e.rec, rec); err != nil {
 		e.mu.Unlock()
 		return err
 	}
@@ -99,7 +99,7 @@ func (s *Store) ChangeTags(ctx context.Context, owner, id string, ch TagChange) 
 	if len(rec.Tags) > MaxTags {
 		return fmt.Errorf("%w: %s would have %d tags, at most %d are allowed", ErrTooManyTags, id, len(rec.Tags), MaxTags)
 	}
-	if err := s.writeRecord(rec); err != nil {
+	if err := s.writeRecord(e.rec, rec); err != nil {
 		return err
 	}
 	e.rec = rec

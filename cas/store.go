@@ -257,6 +257,10 @@ func Open(opts Options) (*Store, error) {
 	go s.countAtOpen(db.NewTransaction(false))
 	s.wg.Add(1)
 	go s.groupCommitLoop()
+	if s.shared() {
+		s.wg.Add(1)
+		go s.watchCatalog()
+	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); space.watch(s.stop) }()
 	if opts.ExpireInterval > 0 {
