@@ -2,14 +2,14 @@ package cas
 
 import (
 	"context"
-	"encoding/binary"
-	"math"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"

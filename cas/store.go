@@ -97,11 +97,11 @@ type Store struct {
 	cat      core.Catalog
 	localCat *badgerCatalog
 	opts     Options
-	clock  Clock
-	log    *slog.Logger
-	comp   *compressor
-	zero   []byte    // one all-zero block, read-only
-	bufs   sync.Pool // *[]byte scratch of BlockSize capacity
+	clock    Clock
+	log      *slog.Logger
+	comp     *compressor
+	zero     []byte    // one all-zero block, read-only
+	bufs     sync.Pool // *[]byte scratch of BlockSize capacity
 
 	// stripes guard the window between "this block is stored" and the commit of a
 	// block-map entry that relies on it: puts hold a stripe shared, garbage collection
