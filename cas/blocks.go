@@ -67,6 +67,9 @@ func (s *Store) writeBlock(ctx context.Context, id string, index int64, d Digest
 		stripe.RLock()
 		defer stripe.RUnlock()
 		s.noteTouched(d)
+		if err := s.noteUse(ctx, d); err != nil { // other daemons' collections (gc_shared.go)
+			return err
+		}
 		has, err := s.hasBlock(ctx, d)
 		if err != nil {
 			return err

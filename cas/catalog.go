@@ -27,6 +27,7 @@ type entry struct {
 	owner   string      // immutable, readable without mu
 	deleted atomic.Bool // set once, when the snapshot is deleted
 	pins    atomic.Int32
+	leased  atomic.Bool // this daemon holds a lease on it in a shared catalog (gc_shared.go)
 	mu      sync.RWMutex
 	rec     Snapshot
 	// lastActive is the unix-nano time of the last put or complete. It is not

@@ -48,6 +48,16 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (rep GCReport, err error) {
 	defer s.gcMu.Unlock()
 	start := time.Now()
 	defer func() { s.recordGC(start, rep, err) }() // the history and metrics see every run
+	err = s.withGCLock(ctx, func() error {
+		var err error
+		rep, err = s.collect(ctx, dryRun, start)
+		return err
+	})
+	return rep, err
+}
+
+// collect is GC with the collection locks held.
+func (s *Store) collect(ctx context.Context, dryRun bool, start time.Time) (rep GCReport, err error) {
 	rep = GCReport{DryRun: dryRun, DiskBytesBefore: dirBytes(s.opts.Dir)}
 	if !dryRun {
 		// A collection writes (tombstones, a memtable flush, value-log rewrites) even
@@ -76,7 +86,11 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (rep GCReport, err error) {
 		return rep, err
 	}
 	if !dryRun {
-		if err := s.sweep(ctx, garbage, &rep); err != nil {
+		sweep := s.sweep
+		if s.shared() {
+			sweep = s.sweepShared
+		}
+		if err := sweep(ctx, garbage, &rep); err != nil {
 			return rep, err
 		}
 		s.gcStage(GCSwept, int(rep.BlocksReclaimed))
@@ -104,6 +118,16 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (rep GCReport, err error) {
 // ancestor) and no open view needs, and the records of those deleted long enough ago.
 // It returns the snapshots whose maps are (or, dry, would be) released.
 func (s *Store) releaseDeleted(ctx context.Context, dryRun bool, rep *GCReport) (map[string]bool, error) {
+	var leased map[string]bool // views other daemons hold open
+	if s.shared() {
+		if err := s.refreshAll(ctx); err != nil {
+			return nil, err
+		}
+		var err error
+		if leased, err = s.leasedSnapshots(ctx); err != nil {
+			return nil, err
+		}
+	}
 	s.snapsMu.RLock()
 	entries := make(map[string]*entry, len(s.snaps))
 	for id, e := range s.snaps {
@@ -112,7 +136,7 @@ func (s *Store) releaseDeleted(ctx context.Context, dryRun bool, rep *GCReport) 
 	s.snapsMu.RUnlock()
 	needed := make(map[string]bool)
 	for id, e := range entries {
-		if e.deleted.Load() && e.pins.Load() == 0 {
+		if e.deleted.Load() && e.pins.Load() == 0 && !leased[id] {
 			continue
 		}
 		for cur := id; cur != "" && !needed[cur]; {

@@ -129,6 +129,9 @@ func (s *Store) OpenView(ctx context.Context, owner, id string) (*View, error) {
 	}
 	e.pins.Add(1) // before the lineage is read: a collection from now on sees the pin
 	ids, err := s.lineage(owner, id)
+	if err == nil && s.shared() && !e.leased.Load() {
+		err = s.renewLeases(ctx) // collections on other daemons see the lease
+	}
 	if err != nil {
 		e.pins.Add(-1)
 		return nil, err

@@ -178,6 +178,9 @@ func (s *Store) watchCatalog() {
 			if err := s.refreshAll(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("re-reading the shared catalog", "err", err)
 			}
+			if err := s.renewLeases(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("renewing view leases", "err", err)
+			}
 		}
 	}
 }

@@ -70,6 +70,9 @@ type Options struct {
 	// (badger_catalog.go). A catalog other engines' daemons share (cas/pgcatalog)
 	// needs a block store they share too: Blocks must be set with it.
 	Catalog core.Catalog
+	// GCGrace is how long a block a put used is kept from collection on a shared
+	// catalog (gc_shared.go); 0 means DefaultGCGrace.
+	GCGrace time.Duration
 	// WrapBlocks, when set, decorates the block store the store uses, whichever it is:
 	// tests wrap it to inject faults (cas/blocktest.Faulty).
 	WrapBlocks func(core.BlockStore) core.BlockStore
@@ -96,6 +99,7 @@ type Store struct {
 	// cat holds the records (core.Catalog); localCat is set when that is db itself.
 	cat      core.Catalog
 	localCat *badgerCatalog
+	daemonID string // names this process's leases in a shared catalog
 	opts     Options
 	clock    Clock
 	log      *slog.Logger
@@ -205,6 +209,7 @@ func Open(opts Options) (*Store, error) {
 		writes: make(chan *writeOp),
 		space:  space,
 	}
+	s.daemonID = core.NewSnapshotID()[len("snap-"):]
 	s.cat = opts.Catalog
 	if s.cat == nil {
 		s.localCat = &badgerCatalog{db: db, gate: s.gated}
