@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ebsd/ebsd/cas/core"
 )
 
 // Settling takes blocks in fast and makes them small later. Puts compress at zstd's
@@ -20,8 +24,15 @@ import (
 // can see: the key, the bytes it decodes to and every verification stay the same. The
 // settler does that in the background, one goroutine, while no puts flow:
 //
-//   - it walks the block keys in short read transactions (like scrub), skipping blocks
-//     already settled (a flag on the codec tag, read from the key without the value);
+//   - it takes blocks in image order first: the block map of each completed snapshot
+//     (oldest first, so a parent before its children) in index order, a page of map
+//     entries at a time, so that the settled copies land in the value log in the order
+//     a sequential read of an image asks for them (digest order would make that read
+//     random in the value log once a collection has removed the old copies); then
+//     every other block by walking the block keys (pending snapshots, blocks no map
+//     names any more), both in short read transactions (like scrub) and skipping
+//     blocks already settled (a flag on the codec tag, read from the key without the
+//     value);
 //   - for each other block it decodes and verifies the stored copy, re-encodes it at
 //     the configured level, and checks that the new encoding decodes to the same
 //     digest; a block that does not shrink by at least 1/settleMinGainDiv is left alone;
@@ -150,8 +161,12 @@ type SettleCounters struct {
 
 // settleState is the Store's settling bookkeeping.
 type settleState struct {
-	run  sync.Mutex          // one pass at a time; guards skip
+	run  sync.Mutex          // one pass at a time; guards skip and walked
 	skip map[Digest]struct{} // tried without gain since open
+	// walked holds the completed snapshots whose block maps a pass walked to the end
+	// since open: they never change, so later passes do not walk them again (a block
+	// of theirs left unsettled is found by the walk over block keys).
+	walked map[string]struct{}
 
 	mu     sync.Mutex // guards what follows
 	level  RecompressLevel
@@ -315,18 +330,18 @@ func (s *Store) settlePass(ctx context.Context, o SettleOptions, gate *idleGate)
 		enc:   make([]byte, 0, BlockSize),
 		check: make([]byte, 0, BlockSize),
 	}
-	after := []byte{prefixBlock}
-	var batch []Digest
-	for done := false; !done; {
-		batch, after, done, err = s.settleCandidates(ctx, after, batch[:0])
-		if err != nil {
-			return rep, err
-		}
+	// Blocks found collected or rewritten from under the settler: not tried again in
+	// this pass (the walk over block keys meets a block the image-order walk met).
+	gone := map[Digest]struct{}{}
+	settle := func(batch []Digest) error {
 		for _, d := range batch {
+			if _, ok := gone[d]; ok {
+				continue
+			}
 			if gate != nil {
 				waited, err := gate.wait(ctx)
 				if err != nil {
-					return rep, err
+					return err
 				}
 				if waited {
 					rep.Pauses++
@@ -334,17 +349,154 @@ func (s *Store) settlePass(ctx context.Context, o SettleOptions, gate *idleGate)
 				}
 			}
 			if err := lim.wait(ctx, BlockSize); err != nil {
-				return rep, err
+				return err
 			}
+			before := rep.BlocksGone
 			if err := s.settleBlock(enc, d, &sc, &rep); err != nil {
-				return rep, err
+				return err
 			}
+			if rep.BlocksGone != before {
+				gone[d] = struct{}{}
+			}
+		}
+		return nil
+	}
+	if err := s.settleImageOrder(ctx, settle); err != nil {
+		return rep, err
+	}
+	after := []byte{prefixBlock}
+	var batch []Digest
+	for done := false; !done; {
+		batch, after, done, err = s.settleCandidates(ctx, after, batch[:0])
+		if err != nil {
+			return rep, err
+		}
+		if err := settle(batch); err != nil {
+			return rep, err
 		}
 	}
 	s.settle.mu.Lock()
 	s.settle.since.Passes++
 	s.settle.mu.Unlock()
 	return rep, nil
+}
+
+// settleImageOrder hands settle the blocks of every completed snapshot (deleted or
+// not) not walked before, in image order: snapshots oldest first (a parent completes before its
+// children start), each one's own block map in ascending index order, a page of
+// settleBlocksPerTxn map entries at a time. A block already settled, tried without
+// gain, known corrupt, collected, or met earlier in the walk is left out.
+func (s *Store) settleImageOrder(ctx context.Context, settle func([]Digest) error) error {
+	if s.settle.walked == nil {
+		s.settle.walked = make(map[string]struct{})
+	}
+	// Deleted snapshots too: a child's view reads through its deleted parent's map
+	// until a collection drops it.
+	snaps := s.snapshotsWhere(func(*entry) bool { return true })
+	known := make(map[string]struct{}, len(snaps))
+	for _, sn := range snaps {
+		known[sn.ID] = struct{}{}
+	}
+	for id := range s.settle.walked {
+		if _, ok := known[id]; !ok {
+			delete(s.settle.walked, id) // collected
+		}
+	}
+	snaps = slices.DeleteFunc(snaps, func(sn Snapshot) bool {
+		_, walked := s.settle.walked[sn.ID]
+		return sn.Status != StatusCompleted || walked
+	})
+	slices.SortFunc(snaps, func(a, b Snapshot) int {
+		if c := a.StartTime.Compare(b.StartTime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	var page, batch []Digest
+	for _, sn := range snaps {
+		for from := int64(0); from >= 0; {
+			var err error
+			page, from, err = s.settleMapPage(ctx, sn.ID, from, page[:0])
+			if err != nil {
+				return err
+			}
+			if batch, err = s.settleUnsettled(ctx, page, batch[:0]); err != nil {
+				return err
+			}
+			if err := settle(batch); err != nil {
+				return err
+			}
+		}
+		s.settle.walked[sn.ID] = struct{}{}
+	}
+	return nil
+}
+
+// settleMapPage appends to out the digests (zeros left out) of up to
+// settleBlocksPerTxn entries of a snapshot's block map from index from on, in index
+// order, and returns the index the next page starts at, or -1 after the last page.
+func (s *Store) settleMapPage(ctx context.Context, id string, from int64, out []Digest) ([]Digest, int64, error) {
+	next := int64(-1)
+	prefix := mapPrefix(id)
+	looked := 0
+	err := s.view(ctx, func(tx core.CatalogTx) error {
+		return tx.Scan(prefix, mapKey(id, from), func(k, v []byte) (bool, error) {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			if looked == settleBlocksPerTxn {
+				next = indexFromMapKey(k)
+				return false, nil
+			}
+			looked++
+			if len(v) != len(Digest{}) || len(k) != len(prefix)+8 {
+				return true, nil // not a map entry: scrub reports it
+			}
+			if d := Digest(v); d != ZeroDigest {
+				out = append(out, d)
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		return out, -1, fmt.Errorf("cas: settle: read block map of %s: %w", id, err)
+	}
+	return out, next, nil
+}
+
+// settleUnsettled appends to out, in their order and once each, the digests of page
+// that name a stored block not settled, not tried without gain and not known corrupt.
+// Only keys are read: the tag is in the key's entry.
+func (s *Store) settleUnsettled(ctx context.Context, page, out []Digest) ([]Digest, error) {
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, d := range page {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if slices.Contains(out, d) {
+				continue // met earlier on this page: blocks repeat within an image
+			}
+			item, err := txn.Get(blockKey(d))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue // collected since the map was read
+			}
+			if err != nil {
+				return err
+			}
+			if codec(item.UserMeta())&codecSettled != 0 || s.knownCorrupt(d) {
+				continue
+			}
+			if _, tried := s.settle.skip[d]; tried {
+				continue
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("cas: settle: look up blocks: %w", err)
+	}
+	return out, nil
 }
 
 // settleCandidates appends to out the digests of blocks after the key after that are

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -481,4 +483,174 @@ func TestSettleSpaceComesBack(t *testing.T) {
 		t.Fatalf("%d value-log files rewritten, the store's files %d → %d bytes", rewritten, before, after)
 	}
 	wantCountersMatchStats(t, s, "after giving space back")
+}
+
+// Settling rewrites the blocks of completed snapshots in image order: each snapshot's
+// own block map in index order, oldest snapshot first, then whatever else is stored
+// (a pending snapshot's blocks) in digest order. The settled copies therefore sit in
+// the value log in the order a sequential read of the image asks for them, and a
+// collection that moves them keeps that order. Every block reads back bit-exact.
+func TestSettleInImageOrder(t *testing.T) {
+	s := openGCStore(t) // 1 MiB value-log files, blocks stored raw: settling shrinks them
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		written []Digest
+	)
+	s.settle.stage = func(stage string, d Digest) {
+		if stage == "written" {
+			mu.Lock()
+			written = append(written, d)
+			mu.Unlock()
+		}
+	}
+	// The base: 16 blocks put in a shuffled order, one of them twice (dedup), a zero
+	// block and an incompressible one (no gain).
+	base := start(t, s, "")
+	want := map[int64][]byte{}
+	for _, i := range []int64{9, 2, 14, 0, 7, 11, 4, 15, 1, 12, 6, 3, 10, 8, 5, 13} {
+		want[i] = testBlock(uint64(100 + i))
+	}
+	want[16] = want[3] // the same block again
+	want[17] = make([]byte, BlockSize)
+	want[18] = randomBlock(t)
+	for _, i := range []int64{16, 9, 2, 14, 0, 7, 11, 4, 15, 1, 12, 6, 3, 10, 8, 5, 13, 17, 18} {
+		put(t, s, base, i, want[i])
+	}
+	complete(t, s, base, int64(len(want)))
+	// A child rewrites two blocks and adds one; a pending snapshot holds two more.
+	child := start(t, s, base)
+	wantChild := maps.Clone(want)
+	for _, i := range []int64{20, 4, 9} {
+		wantChild[i] = testBlock(uint64(200 + i))
+		put(t, s, child, i, wantChild[i])
+	}
+	complete(t, s, child, 3)
+	pending := start(t, s, "")
+	var pendingDigests []Digest
+	for i := range int64(2) {
+		b := testBlock(uint64(300 + i))
+		put(t, s, pending, i, b)
+		pendingDigests = append(pendingDigests, Sum(b))
+	}
+
+	var order []Digest // what image order is
+	for i := range int64(17) {
+		if d := Sum(want[i]); !slices.Contains(order, d) {
+			order = append(order, d)
+		}
+	}
+	for _, i := range []int64{4, 9, 20} {
+		order = append(order, Sum(wantChild[i]))
+	}
+	slices.SortFunc(pendingDigests, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+	order = append(order, pendingDigests...)
+
+	rep, err := s.Settle(ctx, settleLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.BlocksSettled != int64(len(order)) || rep.BlocksNoGain != 1 {
+		t.Fatalf("report %+v: want %d settled, 1 without gain", rep, len(order))
+	}
+	if !slices.Equal(written, order) {
+		t.Fatalf("blocks rewritten in the order\n%v\nwant image order\n%v", short(written), short(order))
+	}
+	wantLaidOut(t, s, order[:len(order)-len(pendingDigests)], "after settling")
+	sameView(t, readView(t, s, base), want)
+	sameView(t, readView(t, s, child), wantChild)
+
+	// The old copies are given back; the settled ones keep their order when moved.
+	if err := s.settleDiscards(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := s.rewriteValueLogFile(0.01)
+		if errors.Is(err, badger.ErrNoRewrite) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantLaidOut(t, s, order[:len(order)-len(pendingDigests)], "after giving space back")
+	sameView(t, readView(t, s, base), want)
+	sameView(t, readView(t, s, child), wantChild)
+
+	// A snapshot completed later is settled in its own index order on the next pass,
+	// and what was settled or tried before is not tried again.
+	written = nil
+	late := start(t, s, "")
+	var lateOrder []Digest
+	for _, i := range []int64{3, 1, 2, 0} {
+		put(t, s, late, i, testBlock(uint64(400+i)))
+	}
+	for i := range int64(4) {
+		lateOrder = append(lateOrder, Sum(testBlock(uint64(400+i))))
+	}
+	complete(t, s, late, 4)
+	rep, err = s.Settle(ctx, settleLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.BlocksTried != 4 || !slices.Equal(written, lateOrder) {
+		t.Fatalf("second pass %+v rewrote %v, want %v only", rep, short(written), short(lateOrder))
+	}
+	wantCountersMatchStats(t, s, "after settling in image order")
+}
+
+func short(ds []Digest) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.String()[:8]
+	}
+	return out
+}
+
+// wantLaidOut checks that the stored values of blocks sit in the value-log files in
+// the order given: file by file (their numbers ascend as Badger writes them), offset
+// by offset.
+func wantLaidOut(t *testing.T, s *Store, order []Digest, when string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(s.opts.Dir, "*.vlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(files) // zero-padded numbers: names sort as the files were created
+	contents := make([][]byte, len(files))
+	for i, f := range files {
+		if contents[i], err = os.ReadFile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastFile, lastOff := -1, -1
+	for n, d := range order {
+		var val []byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(blockKey(d))
+			if err != nil {
+				return err
+			}
+			val, err = item.ValueCopy(nil)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: block %d of the order: %v", when, n, err)
+		}
+		file, off := -1, -1
+		for i, c := range contents {
+			if j := bytes.Index(c, val); j >= 0 {
+				file, off = i, j
+				break
+			}
+		}
+		if file < 0 {
+			t.Fatalf("%s: block %d of the order (%s) is in no value-log file", when, n, d.String()[:8])
+		}
+		if file < lastFile || (file == lastFile && off < lastOff) {
+			t.Fatalf("%s: block %d of the order (%s) is at %s+%d, before the block before it (%s+%d)",
+				when, n, d.String()[:8], filepath.Base(files[file]), off, filepath.Base(files[lastFile]), lastOff)
+		}
+		lastFile, lastOff = file, off
+	}
 }
