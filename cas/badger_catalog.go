@@ -25,32 +25,64 @@ type badgerCatalog struct {
 
 var _ core.Catalog = (*badgerCatalog)(nil)
 
+// A Badger transaction reads the DB as it was when the transaction began, but a read
+// after Lock must see what the lock's previous holders committed. So a transaction never
+// waits for a lock inside itself: its first Lock of a name ends the run (errRelock), and
+// the next run takes every lock asked for so far before its transaction begins. fn runs
+// once more per lock name the first time; the store's hot paths on this catalog take no
+// locks (one process: its own locks serialise them).
+var errRelock = errors.New("badger catalog: lock before the transaction begins")
+
 func (c *badgerCatalog) View(ctx context.Context, fn func(core.CatalogTx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	tx := &badgerTx{ctx: ctx, locks: &c.locks}
-	defer tx.release()
-	return c.db.View(func(txn *badger.Txn) error {
-		tx.txn = txn
-		return fn(tx)
-	})
+	return c.run(ctx, false, fn)
 }
 
 func (c *badgerCatalog) Update(ctx context.Context, fn func(core.CatalogTx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	return c.run(ctx, true, fn)
+}
+
+func (c *badgerCatalog) run(ctx context.Context, write bool, fn func(core.CatalogTx) error) error {
+	var want []heldLock // every lock a run asked for, taken before the next run begins
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		tx := &badgerTx{ctx: ctx, locks: &c.locks}
+		err := tx.lockAll(want)
+		if err == nil {
+			err = c.once(write, tx, fn)
+		}
+		// Locks are released after the commit (or the discard): what a lock protects
+		// is committed before the next holder reads it.
+		tx.release()
+		if !errors.Is(err, errRelock) {
+			return err
+		}
+		want = addLock(want, tx.asked)
 	}
-	tx := &badgerTx{ctx: ctx, locks: &c.locks}
-	// Locks are released after the commit (or the discard): what a lock protects is
-	// committed before the next holder reads it.
-	defer tx.release()
-	return c.gate(func() error {
-		return c.db.Update(func(txn *badger.Txn) error {
-			tx.txn = txn
-			return fn(tx)
-		})
-	})
+}
+
+// addLock adds a lock to take, or makes a shared one of the same name exclusive (one
+// transaction never holds a name twice: that would wait for itself).
+func addLock(want []heldLock, l heldLock) []heldLock {
+	for i := range want {
+		if want[i].name == l.name {
+			want[i].exclusive = want[i].exclusive || l.exclusive
+			return want
+		}
+	}
+	return append(want, l)
+}
+
+func (c *badgerCatalog) once(write bool, tx *badgerTx, fn func(core.CatalogTx) error) error {
+	body := func(txn *badger.Txn) error {
+		tx.txn = txn
+		return fn(tx)
+	}
+	if !write {
+		return c.db.View(body)
+	}
+	return c.gate(func() error { return c.db.Update(body) })
 }
 
 func (c *badgerCatalog) Sync(context.Context) error {
@@ -66,6 +98,7 @@ type badgerTx struct {
 	txn   *badger.Txn
 	locks *lockTable
 	held  []heldLock
+	asked heldLock // the lock whose first request ended this run
 }
 
 func (t *badgerTx) Get(key []byte) ([]byte, error) {
@@ -102,8 +135,8 @@ func (t *badgerTx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, e
 	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
 	defer it.Close()
 	seek := prefix
-	if bytes.Compare(from, prefix) > 0 {
-		seek = from
+	if len(from) >= len(prefix) && bytes.Compare(from, prefix) > 0 {
+		seek = from // a from shorter than the prefix means its start (core.Catalog)
 	}
 	for it.Seek(seek); it.Valid(); it.Next() {
 		if err := t.ctx.Err(); err != nil {
@@ -129,11 +162,24 @@ func (t *badgerTx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, e
 }
 
 func (t *badgerTx) Lock(name []byte, exclusive bool) error {
-	l, err := t.locks.acquire(t.ctx, string(name), exclusive)
-	if err != nil {
-		return err
+	for _, h := range t.held {
+		if h.name == string(name) && (h.exclusive || !exclusive) {
+			return nil // taken before this transaction began
+		}
 	}
-	t.held = append(t.held, l)
+	t.asked = heldLock{name: string(name), exclusive: exclusive}
+	return errRelock
+}
+
+// lockAll takes the locks before the transaction begins.
+func (t *badgerTx) lockAll(locks []heldLock) error {
+	for _, l := range locks {
+		h, err := t.locks.acquire(t.ctx, l.name, l.exclusive)
+		if err != nil {
+			return err
+		}
+		t.held = append(t.held, h)
+	}
 	return nil
 }
 
