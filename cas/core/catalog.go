@@ -18,8 +18,10 @@ import (
 //     none does, and fn's reads see the transaction's own earlier writes. When Update
 //     returns nil the writes survive a crash of this process (kill -9); surviving power
 //     loss may need Sync, which covers every Update that returned before it was called.
-//   - Update may run fn more than once (an engine retries a transaction that lost a
-//     conflict); fn must keep no state across runs but what it recomputes.
+//   - View and Update may run fn more than once (an engine retries a transaction that
+//     lost a conflict, or, like the embedded one, restarts it to take a lock before it
+//     begins); fn must keep no state across runs but what it recomputes, and must
+//     return the errors of the transaction's methods (wrapped or not).
 //   - View runs fn in a read-only transaction that sees only committed writes.
 //   - A key never written, or deleted, is ErrKeyNotFound from Get, wrapped.
 //   - Scan visits the keys with prefix from the first key greater than or equal to
