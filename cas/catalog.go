@@ -343,58 +343,66 @@ func (s *Store) CompleteSnapshot(ctx context.Context, owner, id string, changedB
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var status Status
+	var done *Snapshot
 	err = s.withSnapshotLock(ctx, e, func(tx core.CatalogTx) error {
 		var err error
-		status, err = s.completeLocked(ctx, e, tx, changedBlocks, aggregate)
+		status, done, err = s.completeLocked(ctx, e, tx, changedBlocks, aggregate)
 		return err
 	})
-	return status, err
+	if err != nil {
+		return "", err
+	}
+	if done != nil { // only once the record is committed
+		s.ctr.noteState(&e.rec, done)
+		e.rec = *done
+	}
+	return status, nil
 }
 
 // completeLocked is CompleteSnapshot with e.mu held, and on a shared catalog the
-// snapshot's lock held in tx, where the record is written.
-func (s *Store) completeLocked(ctx context.Context, e *entry, tx core.CatalogTx, changedBlocks int64, aggregate *Digest) (Status, error) {
+// snapshot's lock held in tx, where the record is written. It returns the new record
+// for the caller to cache once it is committed; it changes nothing in memory itself,
+// since a catalog may run it again.
+func (s *Store) completeLocked(ctx context.Context, e *entry, tx core.CatalogTx, changedBlocks int64, aggregate *Digest) (Status, *Snapshot, error) {
 	id := e.rec.ID
 	if e.rec.Status != StatusPending || !e.rec.DeletedAt.IsZero() {
 		if e.deleted.Load() {
-			return "", fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+			return "", nil, fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
 		}
-		return e.rec.Status, nil
+		return e.rec.Status, nil, nil
 	}
 	e.lastActive.Store(s.clock.Now().UnixNano())
 	count, linear, err := s.linearAggregate(ctx, id)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if count != changedBlocks {
-		return "", fmt.Errorf("%w: the snapshot has %d changed blocks, the request says %d", ErrCountMismatch, count, changedBlocks)
+		return "", nil, fmt.Errorf("%w: the snapshot has %d changed blocks, the request says %d", ErrCountMismatch, count, changedBlocks)
 	}
 	if aggregate != nil && *aggregate != linear {
-		return "", fmt.Errorf("%w: computed LINEAR SHA256 %s over %d blocks, the request says %s", ErrAggregateMismatch, linear.Base64(), count, aggregate.Base64())
+		return "", nil, fmt.Errorf("%w: computed LINEAR SHA256 %s over %d blocks, the request says %s", ErrAggregateMismatch, linear.Base64(), count, aggregate.Base64())
 	}
 	if err := s.checkMappedSound(ctx, id); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	rec := e.rec.Clone()
 	if rec.DataBlocks, rec.StoredBytes, err = s.completionSizes(ctx, rec); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	rec.Status = StatusCompleted
 	rec.CompleteTime = s.clock.Now()
 	rec.ChangedBlocks = count
 	if tx != nil {
 		if err := s.syncBlocks(); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if err := putJSON(tx, snapshotKey(id), rec); err != nil {
-			return "", fmt.Errorf("cas: write snapshot record: %w", err)
+			return "", nil, fmt.Errorf("cas: write snapshot record: %w", err)
 		}
 	} else if err := s.writeRecord(e.rec, rec); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	s.ctr.noteState(&e.rec, &rec)
-	e.rec = rec
-	return rec.Status, nil
+	return rec.Status, &rec, nil
 }
 
 // linearAggregate returns the number of blocks written in a snapshot and the SHA-256 of
