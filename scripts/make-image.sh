@@ -9,8 +9,9 @@
 # (/usr/share, a backup, ...). --debootstrap makes (once, cached in OUT_DIR/debian) a
 # minimal Debian bookworm with debootstrap from Debian's mirror, the realistic root file
 # system of a volume; it needs root, the network to the mirror, and --size-mib 1024. Writes OUT_DIR/base.img,
-# OUT_DIR/next.img, OUT_DIR/tree (the base's files) and OUT_DIR/next-tree. Needs
-# mkfs.ext4 and debugfs (e2fsprogs) and openssl; no root.
+# OUT_DIR/next.img (the base after a package upgrade and a log rotation, see below),
+# OUT_DIR/tree (the base's files) and OUT_DIR/next-tree. Needs mkfs.ext4 and debugfs
+# (e2fsprogs), openssl and perl; no root.
 set -euo pipefail
 size_mib=256
 tree=""
@@ -68,23 +69,79 @@ mkfs.ext4 -q -F -b 4096 -U 2f1b3a8e-1f6c-4c1a-9c59-2e1e6a0f5b11 -E root_owner=0:
 # mkfs copies each file's ctime, which touch cannot set: pin it inside the image.
 ( cd "$tree" && find . -mindepth 1 -printf 'sif "/%P" ctime @1700000000\n' ) | debugfs -w -f - "$out/base.img" >/dev/null 2>&1
 
-# next.img: the base plus a new file, a rewritten file and a deleted one (the first and
-# second regular files of the tree in sorted order, whatever the tree).
-rewrite=$(cd "$tree" && find . -type f -size +0 | LC_ALL=C sort | sed -n '1s|^\./||p')
-remove=$(cd "$tree" && find . -type f -size +0 | LC_ALL=C sort | sed -n '2s|^\./||p')
-cp --sparse=always "$out/base.img" "$out/next.img"
-stream next-new 3145728 >"$out/new-file.bin"
-seq 1 40000 | sed 's/^/rewritten /' >"$out/rewritten.txt"
-debugfs -w -f - "$out/next.img" >/dev/null 2>&1 <<CMDS
-write $out/new-file.bin new-file.bin
-rm /$rewrite
-write $out/rewritten.txt /$rewrite
-rm /$remove
-CMDS
-rm -rf "$out/next-tree"
+# next.img: the base a month later, after what a Debian system writes between two
+# snapshots: a package upgrade and a log rotation (BENCHMARKS.md, "the incremental
+# change"). Everything is derived from the tree, so the same tree gives the same images:
+#  - upgrade: every 8th regular file of 64 KiB to 4 MiB under usr/ (the whole tree when it
+#    has no usr/), in sorted order, up to 8 MiB, is replaced by its new version: the same
+#    bytes with the first 16 of every 4 KiB changed. A rebuilt binary or library differs
+#    throughout (addresses, build ids), so neither fixed blocks nor content-defined chunks
+#    find the old version in it, and it compresses as the old one did. As dpkg installs
+#    it: written next to the old file (NAME.dpkg-new), renamed over it, the old one freed.
+#  - dpkg's database: var/lib/dpkg/status, when there is one, is copied to status-old and
+#    rewritten with the upgraded packages' versions bumped (text).
+#  - log rotation (Debian's logrotate: delaycompress): var/log/dpkg.log, when there is one,
+#    becomes dpkg.log.1 and a new dpkg.log holds the upgrade's lines (text).
+#  - a package removed: the second regular file of the tree in sorted order is deleted.
+# What it leaves out: apt's package lists (`apt update` rewrites var/lib/apt/lists, 50 MB
+# here, as new files with few changed bytes; content-defined chunking finds the old copy
+# at any offset, 512 KiB blocks only where the new file happens to line up).
+upd="$out/upgrade"
+rm -rf "$upd" "$out/next-tree"
+mkdir -p "$upd"
 cp -a "$tree" "$out/next-tree"
-cp "$out/new-file.bin" "$out/next-tree/new-file.bin"
-cp "$out/rewritten.txt" "$out/next-tree/$rewrite"
-rm -f "$out/next-tree/$remove" "$out/new-file.bin" "$out/rewritten.txt"
-e2fsck -fn "$out/next.img" >/dev/null 2>&1
+remove=$(cd "$tree" && find . -type f -size +0 | LC_ALL=C sort | sed -n '2s|^\./||p')
+scope=usr; [ -d "$tree/usr" ] || scope=.
+( cd "$tree" && find "$scope" -type f -size +64k -size -4097k | LC_ALL=C sort | sed 's|^\./||' | awk 'NR % 8 == 1' ) >"$upd/candidates"
+: >"$upd/files"
+total=0
+while IFS= read -r f; do
+  n=$(stat -c %s "$tree/$f")
+  [ $((total + n)) -le $((8 << 20)) ] || continue
+  total=$((total + n))
+  echo "$f" >>"$upd/files"
+done <"$upd/candidates"
+cmds="$upd/debugfs.cmds"
+: >"$cmds"
+i=0
+while IFS= read -r f; do
+  i=$((i + 1))
+  # The new version: 16 bytes of every 4 KiB replaced (file number, page, a marker).
+  perl -e 'my ($n, $in, $out) = @ARGV; open(I, "<", $in) or die; binmode I; open(O, ">", $out) or die; binmode O;
+    my $p = 0; while (read(I, my $b, 4096)) { substr($b, 0, 16) = pack("NNNN", $n, $p++, 0x75706772, 2) if length($b) >= 16; print O $b } close O or die;' \
+    "$i" "$tree/$f" "$upd/$i"
+  rm -f "$out/next-tree/$f" && cp "$upd/$i" "$out/next-tree/$f" # a new inode, as in the image
+  printf 'write %s /%s.dpkg-new\nrm /%s\nln /%s.dpkg-new /%s\nunlink /%s.dpkg-new\nsif /%s mode 0%o\n' \
+    "$upd/$i" "$f" "$f" "$f" "$f" "$f" "$f" "0x$(stat -c %f "$tree/$f")" >>"$cmds"
+done <"$upd/files"
+if [ -f "$tree/var/lib/dpkg/status" ]; then
+  cp "$tree/var/lib/dpkg/status" "$upd/status-old"
+  # Bump the version of every 4th package, as an upgrade of those would.
+  awk '/^Version: / && (++n % 4 == 1) { print $0 "+deb12u1"; next } { print }' "$tree/var/lib/dpkg/status" >"$upd/status"
+  cp "$upd/status-old" "$out/next-tree/var/lib/dpkg/status-old"
+  cp "$upd/status" "$out/next-tree/var/lib/dpkg/status"
+  printf 'rm /var/lib/dpkg/status-old\nwrite %s /var/lib/dpkg/status-old\nrm /var/lib/dpkg/status\nwrite %s /var/lib/dpkg/status\n' \
+    "$upd/status-old" "$upd/status" >>"$cmds"
+fi
+# The upgrade's lines in dpkg's log format, one run of them per upgraded file.
+awk '{ pkg = $0; sub(/.*\//, "", pkg); sub(/\..*/, "", pkg)
+  for (s = 0; s < 6; s++) printf "2023-12-14 06:%02d:%02d %s %s:amd64 1.%d-1 1.%d-1+deb12u1\n", NR % 60, s * 9, \
+    (s == 0 ? "upgrade" : "status " (s < 3 ? "unpacked" : (s < 5 ? "half-configured" : "installed"))), pkg, NR, NR }' \
+  "$upd/files" >"$upd/dpkg.log"
+mkdir -p "$out/next-tree/var/log"
+if [ -f "$tree/var/log/dpkg.log" ]; then
+  cp "$tree/var/log/dpkg.log" "$out/next-tree/var/log/dpkg.log.1"
+  printf 'ln /var/log/dpkg.log /var/log/dpkg.log.1\nunlink /var/log/dpkg.log\n' >>"$cmds"
+elif [ ! -d "$tree/var/log" ]; then
+  printf 'mkdir /var\nmkdir /var/log\n' >>"$cmds"
+fi
+cp "$upd/dpkg.log" "$out/next-tree/var/log/dpkg.log"
+printf 'write %s /var/log/dpkg.log\n' "$upd/dpkg.log" >>"$cmds"
+printf 'rm /%s\n' "$remove" >>"$cmds"
+rm -f "$out/next-tree/$remove"
+cp --sparse=always "$out/base.img" "$out/next.img"
+debugfs -w -f "$cmds" "$out/next.img" >"$upd/debugfs.log" 2>&1
+e2fsck -fn "$out/next.img" >/dev/null 2>&1 || { echo "next.img does not check clean (debugfs log: $upd/debugfs.log)" >&2; exit 1; }
+echo "$(wc -l <"$upd/files") files upgraded ($(du -cb $(sed "s|^|$tree/|" "$upd/files") | tail -1 | cut -f1) bytes)" >&2
+rm -rf "$upd"
 echo "$out/base.img $out/next.img ($(du -sh "$tree" | cut -f1) of files in ${size_mib} MiB images)"
