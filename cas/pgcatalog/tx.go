@@ -1,0 +1,252 @@
+package pgcatalog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ebsd/ebsd/cas/core"
+)
+
+// tx is one transaction of a Catalog: a View's or one try of an Update's.
+type tx struct {
+	c        *Catalog
+	ctx      context.Context
+	readOnly bool
+	pg       pgx.Tx // nil until a View's first call
+	snapshot bool   // a View begun REPEATABLE READ, its first call having been a read
+	queued   *pgx.Batch
+	// failed is the first call that failed on the server or the connection: the
+	// transaction is aborted from then on (PostgreSQL refuses every later statement
+	// of it), so later calls fail at once and Update goes by this error.
+	failed error
+	ended  bool
+}
+
+var _ core.CatalogTx = (*tx)(nil)
+
+// row is one key and value of a Scan's page.
+type row struct{ k, v []byte }
+
+// ready checks that tx can run a statement, begins a View's transaction at its first
+// call (READ COMMITTED if that call is a Lock, see the package documentation), and
+// sends the queued writes so that the statement sees them.
+func (t *tx) ready(op string, key []byte, lock bool) error {
+	if t.ended {
+		return fmt.Errorf("pgcatalog: %s %q: the transaction has ended", op, key)
+	}
+	if t.failed != nil {
+		return fmt.Errorf("pgcatalog: %s %q: an earlier call failed, aborting the transaction: %w", op, key, t.failed)
+	}
+	if t.pg == nil {
+		iso := pgx.RepeatableRead
+		if lock {
+			iso = pgx.ReadCommitted
+		}
+		pg, err := t.c.begin(t.ctx, pgx.TxOptions{IsoLevel: iso, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			t.failed = err
+			return err
+		}
+		t.pg, t.snapshot = pg, !lock
+	}
+	return t.flush()
+}
+
+// fail records err as the call that aborted the transaction and returns it, wrapped.
+func (t *tx) fail(what string, err error) error {
+	err = fmt.Errorf("pgcatalog: %s: %w", what, wrapCtx(t.ctx, err))
+	if t.failed == nil {
+		t.failed = err
+	}
+	return err
+}
+
+func (t *tx) Get(key []byte) ([]byte, error) {
+	if err := t.ready("get", key, false); err != nil {
+		return nil, err
+	}
+	var v []byte // pgx copies the bytes out of its buffer: the caller may keep them
+	err := t.pg.QueryRow(t.ctx, t.c.q.get, nonNil(key)).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("pgcatalog: get %q: %w", key, core.ErrKeyNotFound)
+	}
+	if err != nil {
+		return nil, t.fail(fmt.Sprintf("get %q", key), err)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+func (t *tx) Set(key, value []byte) error {
+	if err := t.writable("set", key); err != nil {
+		return err
+	}
+	// Copies, since the write is sent later and the caller may reuse its buffers;
+	// never nil, which pgx would send as NULL.
+	t.queue(t.c.q.set, append([]byte{}, key...), append([]byte{}, value...))
+	return t.flushIfFull()
+}
+
+func (t *tx) Delete(key []byte) error {
+	if err := t.writable("delete", key); err != nil {
+		return err
+	}
+	t.queue(t.c.q.del, append([]byte{}, key...))
+	return t.flushIfFull()
+}
+
+func (t *tx) writable(op string, key []byte) error {
+	switch {
+	case t.ended:
+		return fmt.Errorf("pgcatalog: %s %q: the transaction has ended", op, key)
+	case t.readOnly:
+		return fmt.Errorf("pgcatalog: %s %q: %w", op, key, errReadOnly)
+	case t.failed != nil:
+		return fmt.Errorf("pgcatalog: %s %q: an earlier call failed, aborting the transaction: %w", op, key, t.failed)
+	}
+	return nil
+}
+
+func (t *tx) queue(sql string, args ...any) {
+	if t.queued == nil {
+		t.queued = &pgx.Batch{}
+	}
+	t.queued.Queue(sql, args...)
+}
+
+func (t *tx) flushIfFull() error {
+	if t.queued.Len() < maxQueued {
+		return nil
+	}
+	return t.flush()
+}
+
+// flush sends the queued writes in one pipelined batch.
+func (t *tx) flush() error {
+	if t.queued == nil || t.queued.Len() == 0 {
+		return nil
+	}
+	b := t.queued
+	t.queued = nil
+	if err := t.pg.SendBatch(t.ctx, b).Close(); err != nil {
+		return t.fail(fmt.Sprintf("writing %d keys", b.Len()), err)
+	}
+	return nil
+}
+
+// Scan reads a page of keys at a time into memory and only then calls fn for each,
+// since fn may call the transaction and a connection runs one statement at a time.
+// Each page starts just after the last key of the one before, so fn's own writes
+// ahead of the scan may be visited, and those behind it are not.
+func (t *tx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, error)) error {
+	start := nonNil(scanStart(prefix, from))
+	end, bounded := prefixEnd(prefix)
+	limit := firstPage
+	for {
+		page, err := t.page(prefix, start, end, bounded, limit)
+		if err != nil {
+			return err
+		}
+		for _, r := range page {
+			more, err := fn(r.k, r.v)
+			if err != nil {
+				return err
+			}
+			if !more {
+				return nil
+			}
+		}
+		if len(page) < limit {
+			return nil
+		}
+		last := page[len(page)-1].k
+		start = append(last[:len(last):len(last)], 0) // the least key after last
+		limit = min(2*limit, maxPage)
+	}
+}
+
+// page returns up to limit keys from start on, below end if bounded.
+func (t *tx) page(prefix, start, end []byte, bounded bool, limit int) ([]row, error) {
+	if err := t.ready("scan", prefix, false); err != nil {
+		return nil, err
+	}
+	var rows pgx.Rows
+	var err error
+	if bounded {
+		rows, err = t.pg.Query(t.ctx, t.c.q.scanBounded, start, end, limit)
+	} else {
+		rows, err = t.pg.Query(t.ctx, t.c.q.scanToEnd, start, limit)
+	}
+	if err != nil {
+		return nil, t.fail(fmt.Sprintf("scan %q", prefix), err)
+	}
+	defer rows.Close()
+	page := make([]row, 0, limit)
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.k, &r.v); err != nil {
+			return nil, t.fail(fmt.Sprintf("scan %q", prefix), err)
+		}
+		page = append(page, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, t.fail(fmt.Sprintf("scan %q", prefix), err)
+	}
+	return page, nil
+}
+
+func (t *tx) Lock(name []byte, exclusive bool) error {
+	if t.readOnly && t.snapshot {
+		return fmt.Errorf("pgcatalog: lock %q: %w", name, errLockAfterRead)
+	}
+	if err := t.ready("lock", name, true); err != nil {
+		return err
+	}
+	q := t.c.q.lockShared
+	if exclusive {
+		q = t.c.q.lockExcl
+	}
+	if _, err := t.pg.Exec(t.ctx, q, lockKey(t.c.schema, name)); err != nil {
+		return t.fail(fmt.Sprintf("lock %q", name), err)
+	}
+	return nil
+}
+
+// nonNil returns b, or an empty slice for nil: pgx sends a nil slice as NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// scanStart returns where a Scan of prefix from from starts: from, but the start of
+// the prefix when from is shorter than prefix (core.Catalog's rule, whatever from's
+// bytes) or sorts before it.
+func scanStart(prefix, from []byte) []byte {
+	if len(from) < len(prefix) || bytes.Compare(from, prefix) < 0 {
+		return prefix
+	}
+	return from
+}
+
+// prefixEnd returns the least key greater than every key with prefix, and false if
+// there is none (prefix is empty or all 0xff bytes).
+func prefixEnd(prefix []byte) ([]byte, bool) {
+	n := len(prefix)
+	for n > 0 && prefix[n-1] == 0xff {
+		n--
+	}
+	if n == 0 {
+		return nil, false
+	}
+	end := bytes.Clone(prefix[:n])
+	end[n-1]++
+	return end, true
+}
