@@ -28,6 +28,7 @@ type (
 	SystemClock = core.SystemClock
 	ManualClock = core.ManualClock
 	BlockStore  = core.BlockStore
+	Catalog     = core.Catalog
 	StoredBlock = core.StoredBlock
 )
 

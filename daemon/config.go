@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/cas/engines"
 	"github.com/ebsd/ebsd/fusefs"
 )
 
@@ -30,9 +31,13 @@ type config struct {
 	cacheMB     int // the in-memory cache of decompressed blocks
 	// Where blocks live (--blocks; empty: the embedded store), and the on-disk read
 	// cache in front of a remote one (--cache-dir, --cache-mb).
-	blocks       string
-	cacheDir     string
-	diskCacheMB  int
+	blocks      string
+	cacheDir    string
+	diskCacheMB int
+	// Where records live (--catalog; empty: the embedded store), and how long a block a
+	// put used is kept from collection when daemons share them (--gc-grace).
+	catalog      string
+	gcGrace      time.Duration
 	readAheadKB  int
 	fuseTuning   fusefs.Options // benchmark-only overrides of the mount options
 	gcInterval   time.Duration
@@ -141,8 +146,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.maxConnections, "max-connections", 1024, "open connections the API accepts at once; more wait in the kernel's backlog")
 
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", shutdownGrace, "how long a stop (SIGTERM) waits for requests in flight before closing their connections")
-	var catalog string
-	fs.StringVar(&catalog, "catalog", "", "where snapshot records live: empty for the embedded Badger store (postgres://… is not supported yet)")
+	fs.StringVar(&c.catalog, "catalog", "", "where snapshot records live: empty for the embedded Badger store, or postgres://USER:PASSWORD@HOST:PORT/DB (shared by every daemon given the same one; needs --blocks s3://…)")
+	fs.DurationVar(&c.gcGrace, "gc-grace", cas.DefaultGCGrace, "with --catalog: how long a block a put used is kept from garbage collection; longer than the longest put and the daemons' clock skew")
 	fs.StringVar(&c.blocks, "blocks", "", "where blocks live: empty for the embedded Badger store, or s3://BUCKET/PREFIX (endpoint, region and credentials the AWS way: AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, profiles)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", defaultMetricsListen, "HOST:PORT for /metrics, /healthz, /readyz, pprof and the status page (no signatures: keep it on loopback); empty for none")
 
@@ -158,10 +163,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	c.metricsListenSet = getenv("EBSD_METRICS_LISTEN") != ""
 	fs.Visit(func(f *flag.Flag) { c.metricsListenSet = c.metricsListenSet || f.Name == "metrics-listen" })
-	if catalog != "" {
-		// Refused rather than ignored: a daemon that silently kept everything on its
-		// local disk while the operator thinks it shares a store would lose data.
-		return c, fmt.Errorf("--catalog %q: a PostgreSQL catalog is not supported yet; leave it empty for the embedded Badger store", catalog)
+	switch {
+	case c.catalog != "" && c.blocks == "":
+		// Records every daemon reads would name blocks only this disk holds.
+		return c, fmt.Errorf("--catalog %s: a shared catalog needs shared blocks: give --blocks s3://… too", redactURL(c.catalog))
+	case c.catalog != "" && !engines.IsPostgres(c.catalog):
+		return c, fmt.Errorf("--catalog %s: want postgres://…, or nothing for the embedded store", redactURL(c.catalog))
+	case c.gcGrace <= 0:
+		return c, fmt.Errorf("--gc-grace %v: want a positive duration", c.gcGrace)
 	}
 	switch {
 	case memoryCacheMB < 0 || cacheMB < 0:

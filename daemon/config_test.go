@@ -112,12 +112,22 @@ func TestDefaultMetricsAddressInUse(t *testing.T) {
 	}
 }
 
-// TestSharedCatalogNotSilentlyIgnored: until the PostgreSQL catalog exists, asking for
-// it stops the start instead of keeping records locally behind the operator's back.
-func TestSharedCatalogNotSilentlyIgnored(t *testing.T) {
-	env := map[string]string{"EBSD_CATALOG": "postgres://ebsd@127.0.0.1:5432/ebsd"}
-	if _, err := parseConfig(nil, envOf(env), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-		t.Fatalf("%v: %v, want a refusal", env, err)
+// TestSharedCatalogNeedsSharedBlocks: a PostgreSQL catalog without S3 blocks would
+// name blocks only one disk holds, so it stops the start; with both it is accepted, and
+// the password never appears in a message.
+func TestSharedCatalogNeedsSharedBlocks(t *testing.T) {
+	pg := "postgres://ebsd:sekrit@127.0.0.1:5432/ebsd"
+	_, err := parseConfig(nil, envOf(map[string]string{"EBSD_CATALOG": pg}), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "--blocks") || strings.Contains(err.Error(), "sekrit") {
+		t.Fatalf("--catalog alone: %v, want a refusal asking for --blocks without the password", err)
+	}
+	_, err = parseConfig([]string{"--blocks", "s3://b/p"}, envOf(map[string]string{"EBSD_CATALOG": "mysql://x"}), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "postgres://") {
+		t.Fatalf("--catalog mysql://: %v, want a refusal", err)
+	}
+	c, err := parseConfig([]string{"--blocks", "s3://b/p", "--gc-grace", "3s"}, envOf(map[string]string{"EBSD_CATALOG": pg}), &bytes.Buffer{})
+	if err != nil || c.catalog != pg || c.gcGrace != 3*time.Second {
+		t.Fatalf("--catalog with --blocks: %+v %v", c, err)
 	}
 }
 

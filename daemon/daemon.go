@@ -15,6 +15,7 @@ import (
 	"github.com/ebsd/ebsd/api"
 	"github.com/ebsd/ebsd/api/statuspage"
 	"github.com/ebsd/ebsd/cas"
+	"github.com/ebsd/ebsd/cas/pgcatalog"
 	"github.com/ebsd/ebsd/fusefs"
 )
 
@@ -24,13 +25,16 @@ type daemon struct {
 	ids   *identity
 	cert  *certificate // nil without --tls-cert
 	store *cas.Store
-	cache *cas.BlockCache
-	mount *fusefs.Mount // nil without --mount
-	ops   *opsListener  // --metrics-listen: metrics, health, pprof, status page
-	ln    net.Listener
-	srv   *http.Server
-	done  chan error // the HTTP server's exit
-	grace time.Duration
+	// catalog is the shared catalog (--catalog), closed after the store; nil when the
+	// records live in the store's own Badger DB.
+	catalog *pgcatalog.Catalog
+	cache   *cas.BlockCache
+	mount   *fusefs.Mount // nil without --mount
+	ops     *opsListener  // --metrics-listen: metrics, health, pprof, status page
+	ln      net.Listener
+	srv     *http.Server
+	done    chan error // the HTTP server's exit
+	grace   time.Duration
 	// cancelRequests cancels the context of every request (the server's BaseContext).
 	cancelRequests context.CancelFunc
 }
@@ -68,8 +72,19 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	catalog, err := openCatalog(context.Background(), cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	var sharedCatalog cas.Catalog // nil: the embedded one (a nil *pgcatalog.Catalog is not)
+	if catalog != nil {
+		sharedCatalog = catalog
+		undo = append(undo, catalog.Close)
+	}
 	store, err := cas.Open(cas.Options{
 		Blocks:                blocks,
+		Catalog:               sharedCatalog,
+		GCGrace:               cfg.gcGrace,
 		Dir:                   cfg.dataDir,
 		Clock:                 cfg.clock,
 		Logger:                log,
@@ -139,6 +154,7 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		grace:          cfg.shutdownGrace,
 		cancelRequests: cancelRequests,
 		store:          store,
+		catalog:        catalog,
 		cache:          cache,
 		ops:            opsL,
 		ln:             ln,
@@ -274,6 +290,9 @@ func (d *daemon) closeBackends() error {
 	d.cache.Close()
 	if cerr := d.store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
+	}
+	if d.catalog != nil {
+		d.catalog.Close()
 	}
 	return err
 }

@@ -34,6 +34,7 @@ func commands() []command {
 		{"gc", "reclaim the space of deleted snapshots now (ebsd only)", runGC},
 		{"scrub", "verify every stored block and record now; list what is corrupt (ebsd only)", runScrub},
 		{"salvage", "copy every snapshot that still verifies out of a damaged data directory", runSalvage},
+		{"move", "copy a whole store between engines: a data directory into S3 + PostgreSQL, or back", runMove},
 	}
 }
 
