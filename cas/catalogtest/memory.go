@@ -31,10 +31,10 @@ type memory struct {
 	state *memState
 	locks *lockTable
 
-	// rerun makes Update run every fn that succeeds a second time, discarding the
-	// first run's writes: an engine that retried after a conflict. Locks taken by the
-	// first run are kept for the second, as an engine whose locks belong to the
-	// Update call would. Only the package's own tests set it.
+	// rerun makes View and Update run every fn that succeeds a second time,
+	// discarding the first run's writes: an engine that retried after a conflict.
+	// Locks taken by the first run are kept for the second, as an engine that takes
+	// them before the transaction begins would. Only the package's own tests set it.
 	rerun bool
 }
 
@@ -108,6 +108,14 @@ func (m *memory) View(ctx context.Context, fn func(tx core.CatalogTx) error) err
 	}
 	held := map[string]bool{}
 	defer m.locks.releaseAll(held)
+	if m.rerun {
+		tx := &memTx{m: m, ctx: ctx, held: held}
+		err := fn(tx)
+		tx.end()
+		if err != nil {
+			return err
+		}
+	}
 	tx := &memTx{m: m, ctx: ctx, held: held}
 	defer tx.end()
 	return fn(tx)

@@ -34,17 +34,20 @@
 // round trips instead of thousands. An error of a queued write is reported by that
 // next call (or by Update).
 //
-// A View is a READ ONLY transaction begun at its first call. It is REPEATABLE READ,
-// so all its reads see one snapshot, unless its first call is a Lock: then it is READ
-// COMMITTED, so that reads after the Lock see what the lock's previous holders
-// committed (a snapshot would predate the wait). A Lock after a View has read fails:
-// the View's snapshot can no longer honour it.
+// A View is a READ ONLY, REPEATABLE READ transaction, begun at its first read, so
+// that all its reads see one snapshot. Its Locks are session-level advisory locks
+// (pg_advisory_lock, pg_advisory_lock_shared, released when the View ends) taken on
+// its connection before that transaction begins, so that its snapshot includes what
+// the locks' previous holders committed. A Lock after the View has read cannot give
+// it that: the run ends there (the Lock returns an error that fn must return, as
+// core.Catalog says), and fn runs again with every lock asked for taken first, as the
+// embedded catalog does.
 //
 // # Retries
 //
 // Update runs fn again, in a new transaction, when the transaction failed for a
-// reason a second try may not meet: a serialization failure (40001), a deadlock (40P01), a
-// unique violation (23505, which concurrent DDL or upserts can raise), a query
+// reason a second try may not meet: a serialization failure (40001), a deadlock
+// (40P01), a unique violation (23505, which concurrent DDL can raise), a query
 // cancelled while the caller's context lives on (57014: a stray cancel request), a
 // server shutting down or starting (57P01-57P03, 53300, class 08), or a connection
 // that failed or could not be made — as long as COMMIT was not sent. It tries at most
@@ -58,8 +61,8 @@
 // retry, since fn's writes may have committed. (A plain error in answer to COMMIT
 // means it rolled back; a FATAL one may come after the commit was made durable.)
 //
-// A View runs fn once, as core.Catalog has it; only its BEGIN, before fn has read
-// anything, is retried the same way.
+// A View runs fn again for the same failures (core.Catalog allows it); having
+// nothing to commit, it has no unknown outcome.
 //
 // # Durability
 //
@@ -131,8 +134,13 @@ var ErrCommitUnknown = errors.New("pgcatalog: the commit's outcome is unknown")
 // errReadOnly is what Set and Delete in a View return.
 var errReadOnly = errors.New("a View's transaction is read-only")
 
-// errLockAfterRead is what Lock in a View after a read returns.
-var errLockAfterRead = errors.New("a View that has read cannot Lock: its snapshot predates the lock (Lock first)")
+// errRelock is what a View's Lock after a read returns: the View runs fn again with
+// the lock taken before its snapshot.
+var errRelock = errors.New("a View's Lock after a read: run again with the lock taken first")
+
+// maxRelocks bounds the runs of a View that asks for new locks after reading: each
+// run adds one, so only a View locking ever new names reaches it.
+const maxRelocks = 100
 
 // Options configure Open.
 type Options struct {
@@ -147,8 +155,8 @@ type Options struct {
 	// DefaultMaxConns if zero. Every View and Update running holds one connection,
 	// also while it waits for a Lock; one more waits for a connection to come free.
 	MaxConns int32
-	// MaxAttempts bounds the tries of an Update (and of beginning a View);
-	// DefaultMaxAttempts if zero.
+	// MaxAttempts bounds the tries of a View or Update that fails for a reason a
+	// retry may not meet; DefaultMaxAttempts if zero.
 	MaxAttempts int
 	// Log receives the catalog's warnings and retries; nothing is logged if nil.
 	Log *slog.Logger
@@ -174,7 +182,8 @@ var _ core.Catalog = (*Catalog)(nil)
 type queries struct {
 	get, set, del          string
 	scanBounded, scanToEnd string
-	lockShared, lockExcl   string
+	lockShared, lockExcl   string // an Update's, until its transaction ends
+	sessShared, sessExcl   string // a View's, until it unlocks them
 }
 
 func newQueries(schema string) queries {
@@ -187,6 +196,8 @@ func newQueries(schema string) queries {
 		scanToEnd:   "SELECT k, v FROM " + t + " WHERE k >= $1 ORDER BY k LIMIT $2",
 		lockShared:  "SELECT pg_advisory_xact_lock_shared($1)",
 		lockExcl:    "SELECT pg_advisory_xact_lock($1)",
+		sessShared:  "SELECT pg_advisory_lock_shared($1)",
+		sessExcl:    "SELECT pg_advisory_lock($1)",
 	}
 }
 
@@ -340,21 +351,46 @@ func (c *Catalog) setUp(ctx context.Context) error {
 
 // View runs fn in a read-only transaction (see the package documentation).
 func (c *Catalog) View(ctx context.Context, fn func(tx core.CatalogTx) error) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pgcatalog: view: %w", err)
-	}
-	t := &tx{c: c, ctx: ctx, readOnly: true}
-	defer func() {
-		t.ended = true
-		if t.pg != nil {
-			c.rollback(ctx, t.pg)
+	var pre []viewLock // the locks to take before the next run's transaction
+	failures := 0
+	for runs := 1; ; runs++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("pgcatalog: view: %w", err)
 		}
-	}()
-	if err := fn(t); err != nil {
-		return err
+		t := &tx{c: c, ctx: ctx, readOnly: true, pre: pre}
+		err := t.runView(fn)
+		switch {
+		case t.relock != nil:
+			if runs >= maxRelocks {
+				return fmt.Errorf("pgcatalog: view: %d runs, each locking a new name after reading", runs)
+			}
+			pre = addLock(pre, *t.relock)
+			continue
+		case err == nil:
+			return nil
+		case t.failed == nil || !retryable(ctx, t.failed) || c.closed.Load():
+			return err
+		}
+		failures++
+		if failures >= c.maxAttempts {
+			return fmt.Errorf("pgcatalog: view failed %d times, the last: %w", failures, err)
+		}
+		c.log.Debug("pgcatalog: retrying a view", "attempt", failures, "err", err)
+		if werr := c.backoff(ctx, failures); werr != nil {
+			return fmt.Errorf("pgcatalog: view: %w (then, waiting to retry: %w)", err, werr)
+		}
 	}
-	// fn may have carried on past a failed call; the View failed all the same.
-	return t.failed
+}
+
+// addLock adds a lock to take, or makes one of the same name exclusive.
+func addLock(locks []viewLock, l viewLock) []viewLock {
+	for i := range locks {
+		if locks[i].name == l.name {
+			locks[i].exclusive = locks[i].exclusive || l.exclusive
+			return locks
+		}
+	}
+	return append(locks, l)
 }
 
 // Update runs fn in a read-write transaction, retrying as the package documentation
@@ -438,25 +474,6 @@ func (c *Catalog) Sync(ctx context.Context) error {
 		return fmt.Errorf("pgcatalog: sync: %w", err)
 	}
 	return nil
-}
-
-// begin begins a View's transaction, retrying connection failures: nothing has been
-// read yet, so trying again is safe.
-func (c *Catalog) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	for attempt := 1; ; attempt++ {
-		pg, err := c.pool.BeginTx(ctx, opts)
-		if err == nil {
-			return pg, nil
-		}
-		err = fmt.Errorf("pgcatalog: begin: %w", wrapCtx(ctx, err))
-		if !retryable(ctx, err) || attempt >= c.maxAttempts || c.closed.Load() {
-			return nil, err
-		}
-		c.log.Debug("pgcatalog: retrying a begin", "attempt", attempt, "err", err)
-		if werr := c.backoff(ctx, attempt); werr != nil {
-			return nil, fmt.Errorf("%w (then, waiting to retry: %w)", err, werr)
-		}
-	}
 }
 
 // rollback ends pg, with a context of its own: a rollback must run when the caller's

@@ -190,7 +190,7 @@ func TestCluster(t *testing.T) {
 		s := newSchema()
 		testTwoInstances(t, open(t, Options{Schema: s}), open(t, Options{Schema: s}))
 	})
-	t.Run("ViewLockAfterRead", func(t *testing.T) { testViewLockAfterRead(t, open(t, Options{Schema: newSchema()})) })
+	t.Run("ViewRelock", func(t *testing.T) { testViewRelock(t, open(t, Options{Schema: newSchema()})) })
 	t.Run("DeadlockRetried", func(t *testing.T) {
 		// A short deadlock_timeout (the server's default is a second) through the
 		// URL, which pgx sends at connect; the cluster's user is a superuser.
@@ -510,29 +510,83 @@ func testTwoInstances(t *testing.T, a, b *Catalog) {
 	}
 }
 
-func testViewLockAfterRead(t *testing.T, cat *Catalog) {
+// A View that locks after it has read runs again, with the lock taken before its
+// snapshot: its reads then see what the lock's holder committed.
+func testViewRelock(t *testing.T, cat *Catalog) {
 	ctx := testContext(t)
-	err := cat.View(ctx, func(tx core.CatalogTx) error {
-		if _, err := tx.Get([]byte("k")); !errors.Is(err, core.ErrKeyNotFound) {
-			return err
-		}
-		return tx.Lock([]byte("l"), false)
+	set(t, ctx, cat, "vr/k", "old")
+	held, release := make(chan struct{}), make(chan struct{})
+	var holdOnce, releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	defer free()
+	waitA := start(t, func() error {
+		return cat.Update(ctx, func(tx core.CatalogTx) error {
+			if err := tx.Lock([]byte("vr"), true); err != nil {
+				return err
+			}
+			if err := tx.Set([]byte("vr/k"), []byte("A")); err != nil {
+				return err
+			}
+			holdOnce.Do(func() { close(held) })
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
 	})
-	if !errors.Is(err, errLockAfterRead) {
-		t.Errorf("Lock after a read in a View: %v, want errLockAfterRead", err)
+	select {
+	case <-held:
+	case <-time.After(patience):
+		t.Fatal("the Update did not take the lock")
 	}
-	// Lock first, then reads and more locks: fine.
-	err = cat.View(ctx, func(tx core.CatalogTx) error {
-		if err := tx.Lock([]byte("l"), false); err != nil {
+	acquired := make(chan struct{}, 1)
+	var runs int
+	var seen string
+	var firstLockErr error
+	waitV := start(t, func() error {
+		return cat.View(ctx, func(tx core.CatalogTx) error {
+			runs++
+			if _, err := tx.Get([]byte("vr/other")); !errors.Is(err, core.ErrKeyNotFound) {
+				return err
+			}
+			if err := tx.Lock([]byte("vr"), false); err != nil {
+				if runs == 1 {
+					firstLockErr = err
+				}
+				return err
+			}
+			select {
+			case acquired <- struct{}{}:
+			default:
+			}
+			v, err := tx.Get([]byte("vr/k"))
+			seen = string(v)
 			return err
-		}
-		if _, err := tx.Get([]byte("k")); !errors.Is(err, core.ErrKeyNotFound) {
-			return err
-		}
-		return tx.Lock([]byte("m"), true)
+		})
 	})
-	if err != nil {
-		t.Errorf("View locking first: %v", err)
+	select {
+	case <-acquired:
+		t.Error("a View took a shared lock an Update held exclusively")
+	case <-time.After(probe):
+	}
+	free()
+	if err := waitA(); err != nil {
+		t.Fatalf("the Update: %v", err)
+	}
+	if err := waitV(); err != nil {
+		t.Fatalf("the View: %v", err)
+	}
+	if runs != 2 || !errors.Is(firstLockErr, errRelock) {
+		t.Errorf("the View ran %d times, its first Lock returning %v; want 2 runs, the first ended by errRelock", runs, firstLockErr)
+	}
+	if seen != "A" {
+		t.Errorf("the View read %q after its Lock, want the lock holder's commit, \"A\"", seen)
+	}
+	// The View's lock is gone with it.
+	if err := cat.Update(ctx, func(tx core.CatalogTx) error { return tx.Lock([]byte("vr"), true) }); err != nil {
+		t.Errorf("Update locking after the View: %v", err)
 	}
 }
 
@@ -677,7 +731,8 @@ func testCommitOutcomeUnknown(t *testing.T, cat *Catalog) {
 }
 
 // A statement the server refuses aborts the transaction even if fn ignores the
-// error: Update fails, commits nothing, and does not retry what would fail again.
+// error (which core.Catalog forbids fn, and this fn does on purpose): Update fails,
+// commits nothing, and does not retry what would fail again.
 func testFailedStatementNotCommitted(t *testing.T, cat *Catalog) {
 	ctx := testContext(t)
 	big := make([]byte, 10000) // too big for a btree entry, and random, so incompressible
