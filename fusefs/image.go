@@ -94,6 +94,10 @@ func (h *imageHandle) Release(context.Context) syscall.Errno {
 	return 0
 }
 
+// zeroes answers reads of holes. Nothing writes to it: go-fuse only copies a read's
+// result to the kernel.
+var zeroes = make([]byte, maxRequest)
+
 // Read answers a read, telling the observer (metrics) what it returned.
 func (h *imageHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	obs := h.file.exp.reads
@@ -141,6 +145,11 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		}
 	}
 
+	if noData(slots) && end-off <= int64(len(zeroes)) {
+		// Never written or written as zeros: answer from the shared zeros instead of
+		// clearing the request's buffer (most of a volume is holes).
+		return fuse.ReadResultData(zeroes[:end-off]), 0
+	}
 	out := dest[:end-off]
 	for pos := off; pos < end; {
 		idx := pos / cas.BlockSize
@@ -165,6 +174,16 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		pos += n
 	}
 	return fuse.ReadResultData(out), 0
+}
+
+// noData says whether none of the slots holds data (written zeros do not).
+func noData(slots []cas.Slot) bool {
+	for _, s := range slots {
+		if s.Digest != cas.ZeroDigest {
+			return false
+		}
+	}
+	return true
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the block map: blocks never written and
