@@ -438,8 +438,9 @@ func (s *Store) settleImageOrder(ctx context.Context, settle func([]Digest) erro
 func (s *Store) settleMapPage(ctx context.Context, id string, from int64, out []Digest) ([]Digest, int64, error) {
 	next := int64(-1)
 	prefix := mapPrefix(id)
-	looked := 0
+	base, looked := len(out), 0
 	err := s.view(ctx, func(tx core.CatalogTx) error {
+		next, looked, out = -1, 0, out[:base] // a View may run fn again
 		return tx.Scan(prefix, mapKey(id, from), func(k, v []byte) (bool, error) {
 			if err := ctx.Err(); err != nil {
 				return false, err
