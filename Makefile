@@ -10,7 +10,7 @@ E2E_DIR   ?= .ebsd/e2e
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test test-short e2e bench soak deps cluster-deps cluster-test fmt vet lint clean
+.PHONY: all build run test test-short e2e bench bench-images soak deps cluster-deps cluster-test fmt vet lint clean
 
 all: build
 
@@ -67,6 +67,13 @@ bench: deps
 	$(GO) test -run '^$$' -bench 'ViewPage' ./cas
 	$(GO) test -run '^$$' -bench 'PutSnapshotBlock' -benchtime $(BENCH_BLOCKS)x -v ./daemon | grep -E '^Benchmark|SHA-256|^ok|FAIL'
 	$(GO) test -run '^$$' -bench 'FUSERead' -benchtime 2x -v ./daemon | grep -E '^Benchmark|page cache|^ok|FAIL' 
+	$(MAKE) bench-images
+
+# ebsd next to restic on a debootstrapped Debian image (issue 11's ratios as the last
+# lines), then the embedded store next to S3 + PostgreSQL and two daemons on them. Root.
+bench-images: build cluster-deps
+	scripts/efficiency-bench.sh --debootstrap --size-mib 1024 --recompress best
+	scripts/shared-bench.sh --debootstrap --size-mib 1024
 
 # Debian packages the tests and the FUSE export use, installed only when missing:
 # FUSE, mkfs.ext4 and openssl for images and checksums, the AWS CLI v2 and boto3 the
