@@ -39,7 +39,7 @@ const SharedRefreshInterval = 2 * time.Second
 var ErrConcurrentChange = errors.New("the snapshot was changed by another daemon at the same time; retry")
 
 // shared reports whether other daemons may write the catalog.
-func (s *Store) shared() bool { return s.localCat == nil }
+func (s *Store) shared() bool { return s.opts.Catalog != nil }
 
 // snapshotLock names the catalog lock of a snapshot's state.
 func snapshotLock(id string) []byte { return append([]byte("lock/snapshot/"), id...) }

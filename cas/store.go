@@ -73,6 +73,9 @@ type Options struct {
 	// GCGrace is how long a block a put used is kept from collection on a shared
 	// catalog (gc_shared.go); 0 means DefaultGCGrace.
 	GCGrace time.Duration
+	// WrapCatalog, when set, decorates the catalog the store uses, whichever it is:
+	// tests wrap it to fail commits on cue (cas/catalogtest.Faulty).
+	WrapCatalog func(core.Catalog) core.Catalog
 	// WrapBlocks, when set, decorates the block store the store uses, whichever it is:
 	// tests wrap it to inject faults (cas/blocktest.Faulty).
 	WrapBlocks func(core.BlockStore) core.BlockStore
@@ -214,6 +217,9 @@ func Open(opts Options) (*Store, error) {
 	if s.cat == nil {
 		s.localCat = &badgerCatalog{db: db, gate: s.gated}
 		s.cat = s.localCat
+	}
+	if opts.WrapCatalog != nil {
+		s.cat, s.localCat = opts.WrapCatalog(s.cat), nil
 	}
 	s.blocks = opts.Blocks
 	if s.blocks == nil {

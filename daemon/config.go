@@ -85,6 +85,7 @@ type config struct {
 	// Set by tests, not by flags.
 	onRequest      func(*http.Request)                 // told of every request as its handling starts
 	wrapBlocks     func(cas.BlockStore) cas.BlockStore // decorates the block store (fault injection)
+	wrapCatalog    func(cas.Catalog) cas.Catalog       // decorates the catalog (fault injection)
 	clock          cas.Clock
 	expireInterval int64 // nanoseconds; 0 = store default
 	maxPending     int

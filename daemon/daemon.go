@@ -99,6 +99,7 @@ func start(cfg config, log *slog.Logger) (d *daemon, err error) {
 		RecompressIdle:        cfg.recompressIdle,
 		ValueLogFileSize:      cfg.vlogFileSize,
 		WrapBlocks:            cfg.wrapBlocks,
+		WrapCatalog:           cfg.wrapCatalog,
 	})
 	if err != nil {
 		return nil, err

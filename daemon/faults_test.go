@@ -16,11 +16,12 @@ import (
 	"github.com/ebsd/ebsd/cas"
 	"github.com/ebsd/ebsd/cas/blocktest"
 	"github.com/ebsd/ebsd/cas/castest"
+	"github.com/ebsd/ebsd/cas/catalogtest"
 )
 
-// Faults on cue: the daemon's block store is wrapped in blocktest.Faulty (the seam every
-// engine sits behind), so a test makes a block write, a read, a sync or a deletion fail
-// on the call it chooses. Each failure reaches the client as a 5xx (EIO through FUSE),
+// Faults on cue: the daemon's block store is wrapped in blocktest.Faulty and its catalog
+// in catalogtest.Faulty (the seams every engine sits behind), so a test makes a block
+// write, a read, a sync, a deletion or a catalog commit fail on the call it chooses. Each failure reaches the client as a 5xx (EIO through FUSE),
 // leaves every snapshot as the acknowledged requests left it, marks no block corrupt
 // (a store that cannot answer says nothing against the block), and a retry succeeds
 // once the fault clears.
@@ -254,5 +255,63 @@ func TestFaultSeamSeesEveryBlockOperation(t *testing.T) {
 		if f.Calls(op) == 0 {
 			t.Errorf("no %s reached the block store's seam", op)
 		}
+	}
+}
+
+// newFaultyCatalogDaemon starts a daemon whose catalog is wrapped in a Faulty.
+func newFaultyCatalogDaemon(t *testing.T) (*testDaemon, *catalogtest.Faulty) {
+	t.Helper()
+	var f *catalogtest.Faulty
+	td := newTestDaemon(t, func(c *config) {
+		c.wrapCatalog = func(inner cas.Catalog) cas.Catalog {
+			f = catalogtest.NewFaulty(inner)
+			return f
+		}
+	})
+	if f == nil {
+		t.Fatal("the daemon did not build its catalog through wrapCatalog")
+	}
+	return td, f
+}
+
+// A catalog commit failed on cue (the group commit of a put, the record of a new
+// snapshot, the completed record) is a 5xx that changes nothing, and the retry succeeds.
+func TestFaultCatalogCommitReachesClientAsServerErrorAndRetrySucceeds(t *testing.T) {
+	td, f := newFaultyCatalogDaemon(t)
+	c := td.client()
+	ctx := context.Background()
+
+	f.FailNth(catalogtest.OpUpdate, 1, nil)
+	_, err := c.StartSnapshot(ctx, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), ClientToken: aws.String("commit-fault")})
+	want5xx(t, "a StartSnapshot whose commit fails", err)
+	if n := len(td.store().Snapshots(defaultAccountID)); n != 0 {
+		t.Fatalf("a failed StartSnapshot left %d snapshots", n)
+	}
+	id := *startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), ClientToken: aws.String("commit-fault")}).SnapshotId
+
+	blocks := distinctBlocks(3, 1100)
+	f.FailNth(catalogtest.OpUpdate, 1, nil) // the group commit of the block-map entry
+	want5xx(t, "a put whose commit fails", putBlock(ctx, c, id, 0, blocks[0]))
+	for i, b := range blocks {
+		if err := putBlock(ctx, c, id, i, b); err != nil {
+			t.Fatalf("put %d retried: %v", i, err)
+		}
+	}
+	f.FailNth(catalogtest.OpUpdate, 1, nil) // the completed record
+	_, err = complete(ctx, c, id, blocks)
+	want5xx(t, "a complete whose commit fails", err)
+	td.restart() // what is on disk says pending: the failed commit wrote nothing
+	f.ClearAll()
+	if snap, err := td.store().Snapshot(ctx, defaultAccountID, id); err != nil || snap.Status != cas.StatusPending {
+		t.Fatalf("after a failed complete and a restart: %q %v, want pending", snap.Status, err)
+	}
+	c = td.client()
+	if st, err := complete(ctx, c, id, blocks); err != nil || st != types.StatusCompleted {
+		t.Fatalf("complete retried: %v %v", st, err)
+	}
+	wantSnapshotReads(t, c, id, blocks)
+	again := *startSnapshot(t, c, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1), ClientToken: aws.String("commit-fault")}).SnapshotId
+	if again != id {
+		t.Fatalf("the token after the failed first try names %s, want %s", again, id)
 	}
 }
