@@ -4,7 +4,8 @@
 #   scripts/efficiency-bench.sh [--size-mib N] [--tree DIR | --debootstrap] [--keep DIR]
 #                               [--compression zstd|s2|none] [--recompress LEVEL]
 #
-# Builds a base and a changed ("next") ext4 image (scripts/make-image.sh), prints ebsctl's
+# Builds a base and a changed ("next": a package upgrade and a log rotation, as a Debian
+# system writes them between two snapshots) ext4 image (scripts/make-image.sh), prints ebsctl's
 # efficiency report for them (logical, written, unique, stored bytes, ratios, growth),
 # then stores both in ebsd (the next one as an incremental child) and in restic (the
 # Debian package, installed if missing) side by side: stored bytes, growth of the second
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=$2; shift 2 ;;
     --recompress) recompress=$2; shift 2 ;;
     --compression) compression=$2; shift 2 ;;
-    *) sed -n '2,20p' "$0"; exit 2 ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
   esac
 done
 command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
