@@ -469,7 +469,20 @@ func (s *Store) Secret(name string) ([]byte, error) {
 	key := metaKey("secret/" + name)
 	ctx := context.Background()
 	var secret []byte
-	err := s.commit(ctx, func(txn core.CatalogTx) error {
+	// Read first, without a write transaction: a store started on a full disk (which
+	// refuses writes) must still find the secret it has.
+	err := s.view(ctx, func(txn core.CatalogTx) error {
+		v, err := txn.Get(key)
+		secret = v
+		return err
+	})
+	if err == nil {
+		return secret, nil
+	}
+	if !errors.Is(err, core.ErrKeyNotFound) {
+		return nil, fmt.Errorf("cas: read secret %s: %w", name, err)
+	}
+	err = s.commit(ctx, func(txn core.CatalogTx) error {
 		// Under a lock every daemon sharing the catalog takes: one secret, whoever
 		// asks first.
 		if err := txn.Lock(key, true); err != nil {

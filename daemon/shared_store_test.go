@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/ebsd/ebsd/cas"
 	"github.com/ebsd/ebsd/cas/s3blocks"
@@ -106,6 +108,18 @@ func twoDaemonsOneSnapshot(t *testing.T, c *clustertest.Cluster) {
 		}
 		if !found {
 			t.Fatalf("the %s daemon's listing has no completed %s: %+v", name, id, snaps)
+		}
+	}
+	// EC2's DescribeSnapshots agrees on both daemons, tags set through one included.
+	if _, err := newEC2Client(d1.url()).CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
+		Tags: []ec2types.Tag{{Key: aws.String("team"), Value: aws.String("storage")}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, td := range []*testDaemon{d1, d2} {
+		out, err := newEC2Client(td.url()).DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+		if err != nil || len(out.Snapshots) != 1 || out.Snapshots[0].State != ec2types.SnapshotStateCompleted ||
+			len(out.Snapshots[0].Tags) != 1 || aws.ToString(out.Snapshots[0].Tags[0].Value) != "storage" {
+			t.Fatalf("DescribeSnapshots on %s: %+v %v", td.url(), out, err)
 		}
 	}
 	var image []byte
