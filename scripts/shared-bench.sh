@@ -108,6 +108,25 @@ cluster_up() { # a fresh, empty cluster: every phase stores from nothing
   "$root/scripts/cluster.sh" purge "$work/cluster" >/dev/null 2>&1 || true
   "$root/scripts/cluster.sh" up "$work/cluster" >"$work/cluster.env"
 }
+# cpu PIDS...: CPU seconds (user + system) the processes have used so far.
+cpu() {
+  local p t=0
+  for p in "$@"; do
+    [[ $p =~ ^[0-9]+$ ]] && [ -r "/proc/$p/stat" ] || continue
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t/hz}'
+}
+servers() { { pgrep -f "versitygw-" || true; pgrep -u postgres postgres || true; } | tr '\n' ' '; }
+# cpu_split LABEL: CPU seconds of daemon 1, versitygw and PostgreSQL since cpu_mark ran.
+cpu_mark() { c0_d=$(cpu "$pid1"); read -r -a sv <<<"$(servers)"; c0_s=$(cpu "${sv[@]}"); c0_all=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat); }
+cpu_split() {
+  local d s all
+  d=$(cpu "$pid1"); s=$(cpu "${sv[@]}")
+  all=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+  awk -v l="$1" -v d0="$c0_d" -v d="$d" -v s0="$c0_s" -v s="$s" -v a0="$c0_all" -v a="$all" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN{printf "%s: CPU seconds: ebsd %.1f, S3 server + PostgreSQL %.1f, everything %.1f (client and the rest %.1f)\n", l, d-d0, s-s0, (a-a0)/hz, (a-a0)/hz-(d-d0)-(s-s0)}'
+}
 fresh() { rm -rf "$work"/d? "$work"/cache? "$work"/state?; mkdir -p "$work/state1" "$work/state2"; }
 
 # Each setup stores the base and the next image (full uploads, one after the other or,
@@ -117,18 +136,23 @@ phase_one() { # phase_one MODE: one daemon; sets in cold warm
   fresh
   start 1 "$1"
   local t0 t1 a
+  cpu_mark
   t0=$(now); a=$(upload 1 "$base"); upload 1 "$next" >/dev/null; t1=$(now)
   in=$(mbps "$((2 * size))" "$t0" "$t1")
+  split_in=$(cpu_split "ingest, $1")
   stop 1; rm -rf "$work/cache1"; start 1 "$1"; drop
-  cold=$(readmb 1 "$a"); warm=$(readmb 1 "$a")
+  cpu_mark
+  cold=$(readmb 1 "$a")
+  split_rd=$(cpu_split "cold read, $1")
+  warm=$(readmb 1 "$a")
   stop 1
   id_base=$a
 }
 phase_one local
-local_in=$in local_cold=$cold local_warm=$warm
+local_in=$in local_cold=$cold local_warm=$warm splits=("$split_in" "$split_rd")
 cluster_up
 phase_one shared
-s3_in=$in s3_cold=$cold s3_warm=$warm
+s3_in=$in s3_cold=$cold s3_warm=$warm splits+=("$split_in" "$split_rd")
 start 1 shared; drop
 s3_disk=$(readmb 1 "$id_base") # disk cache warm (filled by the reads above), daemon and page cache cold
 stop 1
@@ -150,3 +174,4 @@ printf '%-46s %10s %16s %22s\n' "ingest of base + next through the API" "$local_
 printf '%-46s %10s %16s %22s\n' "cold read, dd through FUSE (empty caches)" "$local_cold" "$s3_cold" "$two_rd (one each)"
 printf '%-46s %10s %16s %22s\n' "warm read (read again)" "$local_warm" "$s3_warm" ""
 printf '%-46s %10s %16s %22s\n' "fresh daemon, disk cache warm, page cache cold" "" "$s3_disk" ""
+printf '%s\n' "${splits[@]}"
