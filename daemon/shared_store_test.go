@@ -68,6 +68,7 @@ func TestSharedStore(t *testing.T) {
 	t.Run("TwoDaemonsWriteAndReadOneSnapshotThroughAPIAndFUSE", func(t *testing.T) { twoDaemonsOneSnapshot(t, c) })
 	t.Run("ClientTokenRaceAcrossDaemonsMakesOneSnapshot", func(t *testing.T) { tokenRace(t, c) })
 	t.Run("CollectionOnOneDaemonRacingPutsOfTheSameBlocksOnAnother", func(t *testing.T) { collectionRace(t, c) })
+	t.Run("OpenReaderOnOneDaemonKeepsBlocksFromCollectionOnAnother", func(t *testing.T) { readerLease(t, c) })
 	t.Run("ServersRestartedMidIngest", func(t *testing.T) { serversRestarted(t, c) })
 	t.Run("Kill9OfOneDaemonMidUploadTheOtherFinishes", func(t *testing.T) { kill9OneDaemon(t, c) })
 	t.Run("ASecondMachineNeedsNothingOfTheFirstOnesDisk", func(t *testing.T) { secondMachine(t, c) })
@@ -382,4 +383,53 @@ func secondMachine(t *testing.T, c *clustertest.Cluster) {
 	}
 	view[1] = changed[1]
 	wantSnapshotReads(t, cl2, child, view)
+}
+
+func readerLease(t *testing.T, c *clustertest.Cluster) {
+	ctx := context.Background()
+	clock := cas.NewManualClock(time.Now())
+	short := func(cfg *config) { cfg.clock, cfg.gcGrace = clock, 10*time.Second }
+	d1, d2 := newSharedDaemon(t, c, short), newSharedDaemon(t, c, short)
+	cl := d1.client()
+	blocks := distinctBlocks(4, 9000)
+	id := *startSnapshot(t, cl, &ebs.StartSnapshotInput{VolumeSize: aws.Int64(1)}).SnapshotId
+	for i, b := range blocks {
+		if err := putBlock(ctx, cl, id, i, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := complete(ctx, cl, id, blocks); err != nil {
+		t.Fatal(err)
+	}
+	// A reader on the second daemon (what a FUSE open does), then a delete and a
+	// collection past the grace period on the first.
+	v, err := d2.store().OpenView(ctx, defaultAccountID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.store().DeleteSnapshot(ctx, defaultAccountID, id); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute / 2) // past the grace period, within the reader's lease
+	if rep, err := d1.store().GC(ctx, false); err != nil || rep.BlocksReclaimed != 0 {
+		t.Fatalf("a collection while another daemon reads the deleted snapshot: %+v %v, want nothing reclaimed", rep, err)
+	}
+	read := 0
+	err = v.From(ctx, 0, func(sl cas.Slot) bool {
+		got, err := d2.store().ReadBlock(nil, sl.Digest)
+		if err != nil || !bytes.Equal(got, blocks[int32(sl.Index)]) {
+			t.Errorf("block %d through the open view after the collection: %v", sl.Index, err)
+		}
+		read++
+		return true
+	})
+	if err != nil || read != len(blocks) {
+		t.Fatalf("reading the open view: %d blocks, %v", read, err)
+	}
+	// Closed, the lease runs out, and the next collection reclaims the blocks.
+	v.Close()
+	clock.Advance(2 * time.Minute)
+	if rep, err := d1.store().GC(ctx, false); err != nil || rep.BlocksReclaimed != int64(len(blocks)) {
+		t.Fatalf("the collection after the reader closed and its lease ran out: %+v %v, want %d reclaimed", rep, err, len(blocks))
+	}
 }
