@@ -19,11 +19,7 @@ import (
 // fresh open of each copy; a move into a store that holds records is refused.
 func TestMoveBadgerToSharedAndBack(t *testing.T) {
 	c := clustertest.Start(t)
-	for _, k := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} {
-		t.Setenv(k, c.Env[k])
-	}
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	c.UseS3(t)
 	ctx := context.Background()
 
 	// The source: a lineage with zeros and shared blocks, tags, a client token, a

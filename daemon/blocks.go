@@ -31,6 +31,3 @@ func openCatalog(ctx context.Context, cfg config, log *slog.Logger) (*pgcatalog.
 	}
 	return cat, err
 }
-
-// redactURL hides a URL's password, for messages and logs.
-func redactURL(raw string) string { return engines.Redact(raw) }

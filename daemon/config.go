@@ -167,9 +167,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	switch {
 	case c.catalog != "" && c.blocks == "":
 		// Records every daemon reads would name blocks only this disk holds.
-		return c, fmt.Errorf("--catalog %s: a shared catalog needs shared blocks: give --blocks s3://… too", redactURL(c.catalog))
+		return c, fmt.Errorf("--catalog %s: a shared catalog needs shared blocks: give --blocks s3://… too", engines.Redact(c.catalog))
 	case c.catalog != "" && !engines.IsPostgres(c.catalog):
-		return c, fmt.Errorf("--catalog %s: want postgres://…, or nothing for the embedded store", redactURL(c.catalog))
+		return c, fmt.Errorf("--catalog %s: want postgres://…, or nothing for the embedded store", engines.Redact(c.catalog))
 	case c.gcGrace <= 0:
 		return c, fmt.Errorf("--gc-grace %v: want a positive duration", c.gcGrace)
 	}

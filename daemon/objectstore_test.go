@@ -23,11 +23,7 @@ import (
 // blocks nothing references any more.
 func TestBlocksInObjectStorage(t *testing.T) {
 	c := clustertest.Start(t)
-	for _, k := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} {
-		t.Setenv(k, c.Env[k])
-	}
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null") // the cluster's credentials, not a profile's
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	c.UseS3(t)
 	requireFUSE(t, "dd")
 	ctx := context.Background()
 	url := c.Env["EBSD_BLOCKS"]

@@ -82,6 +82,18 @@ func (c *Cluster) StartS3(t testing.TB) { t.Helper(); c.must(t, "start-s3", fals
 func (c *Cluster) StopPG(t testing.TB)  { t.Helper(); c.must(t, "stop-pg", false) }
 func (c *Cluster) StartPG(t testing.TB) { t.Helper(); c.must(t, "start-pg", false) }
 
+// UseS3 points this process's S3 clients (the AWS SDK's lookup) at the cluster's S3
+// server for the rest of the test: its endpoint, credentials and region, and no shared
+// config or credentials file that could name another.
+func (c *Cluster) UseS3(t testing.TB) {
+	t.Helper()
+	for _, k := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} {
+		t.Setenv(k, c.Env[k])
+	}
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+}
+
 // Environ is os.Environ with the cluster's variables set over it, for a child process
 // such as bin/ebsd.
 func (c *Cluster) Environ() []string {
