@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ebsd/ebsd/cas/core"
+	"github.com/ebsd/ebsd/cas/internal/mutantrun"
 )
 
 func TestMemory(t *testing.T) {
@@ -466,28 +465,7 @@ func TestFaultyConcurrent(t *testing.T) {
 func TestSuiteCatchesMutants(t *testing.T) {
 	for _, m := range mutants {
 		t.Run(m.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-			defer cancel()
-			run := "^TestMutantChild$"
-			if m.breaks != "" {
-				run += "/^" + m.breaks + "$"
-			}
-			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run="+run, "-test.count=1", "-test.timeout=1m")
-			// The race detector otherwise sleeps a second before a passing child exits.
-			gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-			cmd.Env = append(os.Environ(), "BLOCKTEST_MUTANT="+m.name, "GORACE="+gorace)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			switch {
-			case m.breaks == "":
-				if err != nil || !strings.Contains(string(out), "PASS") {
-					t.Fatalf("the control mutant failed the suite: %v\n%s", err, out)
-				}
-			case !errors.As(err, &exit):
-				t.Fatalf("mutant %q passed subtest %s (%v):\n%s", m.name, m.breaks, err, out)
-			case !strings.Contains(string(out), "--- FAIL: TestMutantChild/"+m.breaks):
-				t.Fatalf("mutant %q did not fail subtest %s as such:\n%s", m.name, m.breaks, out)
-			}
+			mutantrun.Check(t, "BLOCKTEST_MUTANT", m.name, m.breaks)
 		})
 	}
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/ebsd/ebsd/cas/core"
+	"github.com/ebsd/ebsd/cas/internal/faults"
 )
 
 // Op names a core.BlockStore method, for arming faults on it and counting its calls.
@@ -41,23 +41,12 @@ var _ core.BlockStore = (*Faulty)(nil)
 // use; faults may be armed and cleared while calls run.
 type Faulty struct {
 	inner core.BlockStore
-
-	mu     sync.Mutex
-	calls  map[Op]int
-	faults map[Op][]*fault
-}
-
-// fault is one armed fault: FailNth when at > 0, FailWhen when when != nil, otherwise
-// FailAlways.
-type fault struct {
-	at   int
-	when func(core.Digest) bool
-	err  error
+	plan  *faults.Plan[Op, core.Digest]
 }
 
 // NewFaulty returns a Faulty around inner with no faults armed.
 func NewFaulty(inner core.BlockStore) *Faulty {
-	return &Faulty{inner: inner, calls: make(map[Op]int), faults: make(map[Op][]*fault)}
+	return &Faulty{inner: inner, plan: faults.New[Op, core.Digest](ErrInjected)}
 }
 
 // FailNth makes the n-th call of op from now (n = 1 is the next call) fail once, with
@@ -67,18 +56,14 @@ func (f *Faulty) FailNth(op Op, n int, err error) {
 	if n < 1 {
 		panic(fmt.Sprintf("blocktest: FailNth(%s, %d): n must be at least 1", op, n))
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.faults[op] = append(f.faults[op], &fault{at: f.calls[op] + n, err: err})
+	f.plan.FailNth(op, n, err)
 }
 
 // FailAlways makes every call of op fail, until Clear(op) or ClearAll, with err, or
 // with an error wrapping ErrInjected if err is nil.
 func (f *Faulty) FailAlways(op Op, err error) {
 	mustOp(op)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.faults[op] = append(f.faults[op], &fault{err: err})
+	f.plan.FailAlways(op, err)
 }
 
 // FailWhen makes a call of op fail, until Clear(op) or ClearAll, when pred holds for a
@@ -91,31 +76,17 @@ func (f *Faulty) FailWhen(op Op, pred func(d core.Digest) bool, err error) {
 	if op == OpSync || pred == nil {
 		panic(fmt.Sprintf("blocktest: FailWhen(%s): needs an operation given digests and a predicate", op))
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.faults[op] = append(f.faults[op], &fault{when: pred, err: err})
+	f.plan.FailWhen(op, pred, err)
 }
 
 // Clear disarms every fault armed on op, including FailNth faults yet to fire.
-func (f *Faulty) Clear(op Op) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.faults, op)
-}
+func (f *Faulty) Clear(op Op) { f.plan.Clear(op) }
 
 // ClearAll disarms every fault. Call counts are kept.
-func (f *Faulty) ClearAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.faults)
-}
+func (f *Faulty) ClearAll() { f.plan.ClearAll() }
 
 // Calls returns how many calls of op Faulty has had, failed ones included.
-func (f *Faulty) Calls(op Op) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls[op]
-}
+func (f *Faulty) Calls(op Op) int { return f.plan.Calls(op) }
 
 func mustOp(op Op) {
 	for _, o := range ops {
@@ -126,68 +97,12 @@ func mustOp(op Op) {
 	panic(fmt.Sprintf("blocktest: unknown operation %q", op))
 }
 
-// start counts a call of op and returns the faults that may apply to it, in the order
-// they were armed: predicate faults, then at most one fault that fails the call
-// whatever its digests (a due FailNth or a FailAlways). FailNth faults that are due
-// are disarmed. n is the call's number.
-func (f *Faulty) start(op Op) (n int, cands []*fault) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls[op]++
-	n = f.calls[op]
-	armed := f.faults[op]
-	kept := armed[:0]
-	decided := false
-	for _, fl := range armed {
-		switch {
-		case fl.at > 0:
-			if fl.at == n && !decided {
-				cands = append(cands, fl)
-				decided = true
-			}
-			if fl.at > n {
-				kept = append(kept, fl)
-			}
-			continue
-		case fl.when != nil:
-			if !decided {
-				cands = append(cands, fl)
-			}
-		default:
-			if !decided {
-				cands = append(cands, fl)
-				decided = true
-			}
-		}
-		kept = append(kept, fl)
-	}
-	clear(armed[len(kept):])
-	f.faults[op] = kept
-	return n, cands
-}
+func blockName(d core.Digest) string { return "block " + d.String() }
 
 // check counts a call of op given digests ds and returns the error of the first fault
 // that applies to it, or nil.
 func (f *Faulty) check(op Op, ds ...core.Digest) error {
-	n, cands := f.start(op)
-	for _, fl := range cands {
-		if fl.when == nil {
-			return fl.error(fmt.Sprintf("call %d of %s", n, op))
-		}
-		for _, d := range ds {
-			if fl.when(d) {
-				return fl.error(fmt.Sprintf("%s of block %s", op, d))
-			}
-		}
-	}
-	return nil
-}
-
-func (fl *fault) error(what string) error {
-	if fl.err != nil {
-		return fl.err
-	}
-	return fmt.Errorf("%w: %s", ErrInjected, what)
+	return f.plan.Check(op, blockName, ds...)
 }
 
 // Put passes the blocks to the inner store unless a fault applies.
@@ -229,22 +144,16 @@ func (f *Faulty) Delete(ctx context.Context, ds []core.Digest) error {
 // Walk walks the inner store unless a fault fails the call before it starts; a
 // FailWhen fault ends the walk with its error at the first digest it holds for.
 func (f *Faulty) Walk(ctx context.Context, from core.Digest, fn func(d core.Digest, size int64) error) error {
-	n, cands := f.start(OpWalk)
-	var whens []*fault
-	for _, fl := range cands {
-		if fl.when == nil {
-			return fl.error(fmt.Sprintf("call %d of %s", n, OpWalk))
-		}
-		whens = append(whens, fl)
+	each, err := f.plan.CheckEach(OpWalk, blockName)
+	if err != nil {
+		return err
 	}
-	if len(whens) == 0 {
+	if each == nil {
 		return f.inner.Walk(ctx, from, fn)
 	}
 	return f.inner.Walk(ctx, from, func(d core.Digest, size int64) error {
-		for _, fl := range whens {
-			if fl.when(d) {
-				return fl.error(fmt.Sprintf("%s at block %s", OpWalk, d))
-			}
+		if err := each(d); err != nil {
+			return err
 		}
 		return fn(d, size)
 	})

@@ -3,10 +3,9 @@ package catalogtest
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 
 	"github.com/ebsd/ebsd/cas/core"
+	"github.com/ebsd/ebsd/cas/internal/faults"
 )
 
 // Op names a core.Catalog method, for arming faults on it and counting its calls.
@@ -30,20 +29,12 @@ var _ core.Catalog = (*Faulty)(nil)
 // model). It counts every call per operation, and is safe for concurrent use.
 type Faulty struct {
 	inner core.Catalog
-
-	mu     sync.Mutex
-	calls  map[Op]int
-	faults map[Op][]*catalogFault
-}
-
-type catalogFault struct {
-	at  int // the call (counted from 1 at arming) that fails; 0: every call
-	err error
+	plan  *faults.Plan[Op, struct{}]
 }
 
 // NewFaulty returns a Faulty around inner with no faults armed.
 func NewFaulty(inner core.Catalog) *Faulty {
-	return &Faulty{inner: inner, calls: make(map[Op]int), faults: make(map[Op][]*catalogFault)}
+	return &Faulty{inner: inner, plan: faults.New[Op, struct{}](ErrInjected)}
 }
 
 // FailNth makes the n-th call of op from now (1-based) fail once; a nil err fails it
@@ -52,59 +43,23 @@ func (f *Faulty) FailNth(op Op, n int, err error) {
 	if n < 1 {
 		panic("catalogtest: FailNth needs n >= 1")
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.faults[op] = append(f.faults[op], &catalogFault{at: f.calls[op] + n, err: err})
+	f.plan.FailNth(op, n, err)
 }
 
 // FailAlways makes every call of op fail until Clear or ClearAll.
-func (f *Faulty) FailAlways(op Op, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.faults[op] = append(f.faults[op], &catalogFault{err: err})
-}
+func (f *Faulty) FailAlways(op Op, err error) { f.plan.FailAlways(op, err) }
 
 // Clear disarms the faults of op.
-func (f *Faulty) Clear(op Op) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.faults, op)
-}
+func (f *Faulty) Clear(op Op) { f.plan.Clear(op) }
 
 // ClearAll disarms every fault; call counts are kept.
-func (f *Faulty) ClearAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.faults)
-}
+func (f *Faulty) ClearAll() { f.plan.ClearAll() }
 
 // Calls says how many calls of op Faulty has seen, failed ones included.
-func (f *Faulty) Calls(op Op) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls[op]
-}
+func (f *Faulty) Calls(op Op) int { return f.plan.Calls(op) }
 
 // check counts a call of op and returns the error of the fault that applies, if any.
-func (f *Faulty) check(op Op) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls[op]++
-	n := f.calls[op]
-	for i, fl := range f.faults[op] {
-		if fl.at != 0 && fl.at != n {
-			continue
-		}
-		if fl.at != 0 { // once
-			f.faults[op] = append(f.faults[op][:i:i], f.faults[op][i+1:]...)
-		}
-		if fl.err != nil {
-			return fl.err
-		}
-		return fmt.Errorf("%w: call %d of %s", ErrInjected, n, op)
-	}
-	return nil
-}
+func (f *Faulty) check(op Op) error { return f.plan.Check(op, nil) }
 
 func (f *Faulty) View(ctx context.Context, fn func(core.CatalogTx) error) error {
 	if err := f.check(OpView); err != nil {
