@@ -134,11 +134,7 @@ func (t *badgerTx) Delete(key []byte) error {
 func (t *badgerTx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, error)) error {
 	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
 	defer it.Close()
-	seek := prefix
-	if len(from) >= len(prefix) && bytes.Compare(from, prefix) > 0 {
-		seek = from // a from shorter than the prefix means its start (core.Catalog)
-	}
-	for it.Seek(seek); it.Valid(); it.Next() {
+	for it.Seek(core.ScanStart(prefix, from)); it.Valid(); it.Next() {
 		if err := t.ctx.Err(); err != nil {
 			return err
 		}

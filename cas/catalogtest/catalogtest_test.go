@@ -40,8 +40,8 @@ func TestScanStartAndPrefixEnd(t *testing.T) {
 		{"ab", "ab\x00", "ab\x00"},
 		{"ab", "ac", "ac"}, // past the prefix: nothing will be visited
 	} {
-		if got := string(scanStart([]byte(c.prefix), []byte(c.from))); got != c.start {
-			t.Errorf("scanStart(%q, %q) = %q, want %q", c.prefix, c.from, got, c.start)
+		if got := string(core.ScanStart([]byte(c.prefix), []byte(c.from))); got != c.start {
+			t.Errorf("ScanStart(%q, %q) = %q, want %q", c.prefix, c.from, got, c.start)
 		}
 	}
 	for _, c := range []struct {
@@ -58,9 +58,9 @@ func TestScanStartAndPrefixEnd(t *testing.T) {
 		{"\x00", "\x01", true},
 		{"a\xfe", "a\xff", true},
 	} {
-		end, ok := prefixEnd([]byte(c.prefix))
+		end, ok := core.PrefixEnd([]byte(c.prefix))
 		if string(end) != c.end || ok != c.ok {
-			t.Errorf("prefixEnd(%q) = %q, %v; want %q, %v", c.prefix, end, ok, c.end, c.ok)
+			t.Errorf("PrefixEnd(%q) = %q, %v; want %q, %v", c.prefix, end, ok, c.end, c.ok)
 		}
 	}
 }
@@ -297,12 +297,12 @@ func (tx *mutantTx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, 
 	visits := 0
 	switch tx.m.breaks {
 	case "scan-past-prefix":
-		end, ok := prefixEnd(prefix)
+		end, ok := core.PrefixEnd(prefix)
 		if len(prefix) == 0 || !ok {
 			break
 		}
 		// Scan on from the prefix's start, and take the key just past it too.
-		start := scanStart(prefix, from)
+		start := core.ScanStart(prefix, from)
 		return tx.CatalogTx.Scan(nil, start, func(k, v []byte) (bool, error) {
 			if !bytes.HasPrefix(k, prefix) && !bytes.Equal(k, end) {
 				return bytes.Compare(k, end) < 0, nil

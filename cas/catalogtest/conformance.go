@@ -237,7 +237,7 @@ func txScan(tx core.CatalogTx, prefix, from string) ([]kv, error) {
 
 // checkScan checks that got is strictly ascending, within prefix and from its start.
 func checkScan(prefix, from string, got []kv) error {
-	start := string(scanStart([]byte(prefix), []byte(from)))
+	start := string(core.ScanStart([]byte(prefix), []byte(from)))
 	for i, p := range got {
 		switch {
 		case !strings.HasPrefix(p.k, prefix):
@@ -284,7 +284,7 @@ type model map[string]string
 
 // scan returns what a Scan of prefix from from should visit.
 func (m model) scan(prefix, from string) []kv {
-	start := string(scanStart([]byte(prefix), []byte(from)))
+	start := string(core.ScanStart([]byte(prefix), []byte(from)))
 	var out []kv
 	for k, v := range m {
 		if strings.HasPrefix(k, prefix) && k >= start {
@@ -930,7 +930,7 @@ func prefixModel() model {
 		if last := p[len(p)-1]; last > 0 {
 			add(p[:len(p)-1] + string(last-1) + "\xff\xff\xff") // the last keys before it
 		}
-		if end, ok := prefixEnd([]byte(p)); ok {
+		if end, ok := core.PrefixEnd([]byte(p)); ok {
 			add(string(end)) // the first key after it
 			add(string(end) + "\x00")
 		}
@@ -1000,7 +1000,7 @@ func testScanFrom(e *env) {
 				if last := p[len(p)-1]; last > 0 {
 					froms = append(froms, short+string(last-1)+"zz") // longer, before the prefix
 				}
-				if end, ok := prefixEnd([]byte(p)); ok {
+				if end, ok := core.PrefixEnd([]byte(p)); ok {
 					froms = append(froms, string(end)+"\x00") // longer, after the prefix: nothing
 					if len(end) < len(p) {
 						froms = append(froms, string(end)) // shorter and after: the start

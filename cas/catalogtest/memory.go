@@ -241,8 +241,8 @@ func (tx *memTx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, err
 	if err := tx.usable("scan", prefix); err != nil {
 		return err
 	}
-	cur := string(scanStart(prefix, from))
-	end, bounded := prefixEnd(prefix)
+	cur := string(core.ScanStart(prefix, from))
+	end, bounded := core.PrefixEnd(prefix)
 	for {
 		if err := tx.ctx.Err(); err != nil {
 			return fmt.Errorf("catalogtest: memory scan %q: %w", prefix, err)
@@ -381,30 +381,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// scanStart returns the first key a Scan of prefix from from may visit: from, but the
-// start of the prefix when from is shorter than prefix (core.Catalog's rule, whatever
-// from's bytes) or sorts before it.
-func scanStart(prefix, from []byte) []byte {
-	if len(from) < len(prefix) || bytes.Compare(from, prefix) < 0 {
-		return prefix
-	}
-	return from
-}
-
-// prefixEnd returns the least key greater than every key with prefix, and false if
-// there is none (prefix is empty or all 0xff bytes).
-func prefixEnd(prefix []byte) ([]byte, bool) {
-	// Not bytes.TrimRight: it takes its cutset as UTF-8, and 0xff is none.
-	n := len(prefix)
-	for n > 0 && prefix[n-1] == 0xff {
-		n--
-	}
-	if n == 0 {
-		return nil, false
-	}
-	end := bytes.Clone(prefix[:n])
-	end[n-1]++
-	return end, true
 }

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"errors"
 )
@@ -53,3 +54,29 @@ type CatalogTx interface {
 
 // ErrKeyNotFound says a Catalog holds no value under a key.
 var ErrKeyNotFound = errors.New("key not found")
+
+// ScanStart returns the first key a Scan of prefix from from may visit: from, but the
+// start of the prefix when from is shorter than prefix (the rule above, whatever from's
+// bytes) or sorts before it. Engines share it so that they agree.
+func ScanStart(prefix, from []byte) []byte {
+	if len(from) < len(prefix) || bytes.Compare(from, prefix) < 0 {
+		return prefix
+	}
+	return from
+}
+
+// PrefixEnd returns the least key greater than every key with prefix, and false if
+// there is none (prefix is empty or all 0xff bytes).
+func PrefixEnd(prefix []byte) ([]byte, bool) {
+	// Not bytes.TrimRight: it takes its cutset as UTF-8, and 0xff is none.
+	n := len(prefix)
+	for n > 0 && prefix[n-1] == 0xff {
+		n--
+	}
+	if n == 0 {
+		return nil, false
+	}
+	end := bytes.Clone(prefix[:n])
+	end[n-1]++
+	return end, true
+}

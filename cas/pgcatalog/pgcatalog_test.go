@@ -52,8 +52,8 @@ func TestScanStartAndPrefixEnd(t *testing.T) {
 		{"ab", "ab\x00", "ab\x00"},
 		{"ab", "ac", "ac"},
 	} {
-		if got := string(scanStart([]byte(c.prefix), []byte(c.from))); got != c.start {
-			t.Errorf("scanStart(%q, %q) = %q, want %q", c.prefix, c.from, got, c.start)
+		if got := string(core.ScanStart([]byte(c.prefix), []byte(c.from))); got != c.start {
+			t.Errorf("ScanStart(%q, %q) = %q, want %q", c.prefix, c.from, got, c.start)
 		}
 	}
 	for _, c := range []struct {
@@ -67,9 +67,9 @@ func TestScanStartAndPrefixEnd(t *testing.T) {
 		{"a\x80", "a\x81", true},
 		{"a\xfe", "a\xff", true},
 	} {
-		end, ok := prefixEnd([]byte(c.prefix))
+		end, ok := core.PrefixEnd([]byte(c.prefix))
 		if string(end) != c.end || ok != c.ok {
-			t.Errorf("prefixEnd(%q) = %q, %v; want %q, %v", c.prefix, end, ok, c.end, c.ok)
+			t.Errorf("PrefixEnd(%q) = %q, %v; want %q, %v", c.prefix, end, ok, c.end, c.ok)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package pgcatalog
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -236,8 +235,8 @@ func (t *tx) flush() error {
 // Each page starts just after the last key of the one before, so fn's own writes
 // ahead of the scan may be visited, and those behind it are not.
 func (t *tx) Scan(prefix, from []byte, fn func(key, value []byte) (bool, error)) error {
-	start := nonNil(scanStart(prefix, from))
-	end, bounded := prefixEnd(prefix)
+	start := nonNil(core.ScanStart(prefix, from))
+	end, bounded := core.PrefixEnd(prefix)
 	limit := firstPage
 	for {
 		page, err := t.page(prefix, start, end, bounded, limit)
@@ -334,29 +333,4 @@ func nonNil(b []byte) []byte {
 		return []byte{}
 	}
 	return b
-}
-
-// scanStart returns where a Scan of prefix from from starts: from, but the start of
-// the prefix when from is shorter than prefix (core.Catalog's rule, whatever from's
-// bytes) or sorts before it.
-func scanStart(prefix, from []byte) []byte {
-	if len(from) < len(prefix) || bytes.Compare(from, prefix) < 0 {
-		return prefix
-	}
-	return from
-}
-
-// prefixEnd returns the least key greater than every key with prefix, and false if
-// there is none (prefix is empty or all 0xff bytes).
-func prefixEnd(prefix []byte) ([]byte, bool) {
-	n := len(prefix)
-	for n > 0 && prefix[n-1] == 0xff {
-		n--
-	}
-	if n == 0 {
-		return nil, false
-	}
-	end := bytes.Clone(prefix[:n])
-	end[n-1]++
-	return end, true
 }
