@@ -188,8 +188,8 @@ func (c *counters) noteState(before, after *Snapshot) {
 // committer) and its own earlier writes, and applied only once the commit succeeds.
 type putTally struct {
 	stored, dedup, zero int64
-	newBlocks           []Digest // blocks this commit adds to the store
-	mapped, zeroMapped  int64    // changes to the block-map counts
+	newBlocks, newBytes int64 // blocks this commit adds to the store, and their stored size
+	mapped, zeroMapped  int64 // changes to the block-map counts
 }
 
 // noteMap tallies op's map entry before it is written in txn.
@@ -213,9 +213,8 @@ func (t *putTally) noteMap(txn core.CatalogTx, op *writeOp) error {
 // resetMaps forgets what noteMap tallied, before a transaction runs again.
 func (t *putTally) resetMaps() { t.mapped, t.zeroMapped = 0, 0 }
 
-// applyPuts adds a committed group's tally. The stored size of each new block is read
-// back from the block store (Stat, as Stats and GC measure it) while the puts still hold
-// their stripes, so the block cannot have been collected in between.
+// applyPuts adds a committed group's tally. A new block's stored size is the length of
+// the value put, which is what Stat, Stats and GC measure.
 func (s *Store) applyPuts(t *putTally) {
 	c := &s.ctr
 	c.blocksStored.Add(t.stored)
@@ -223,25 +222,8 @@ func (s *Store) applyPuts(t *putTally) {
 	c.blocksZero.Add(t.zero)
 	c.mapped.Add(t.mapped)
 	c.zeroMapped.Add(t.zeroMapped)
-	if len(t.newBlocks) == 0 {
-		return
-	}
-	var size int64
-	var err error
-	for _, d := range t.newBlocks {
-		n, statErr := s.blocks.Stat(context.Background(), d)
-		if statErr != nil {
-			err = statErr
-			continue
-		}
-		size += n
-	}
-	if err != nil {
-		// Only a failing block store gets here; the counts are then off until the next start.
-		s.log.Warn("cannot read back the size of committed blocks: stored-bytes metric is off until restart", "err", err)
-	}
-	c.uniqueBlocks.Add(int64(len(t.newBlocks)))
-	c.storedBytes.Add(size)
+	c.uniqueBlocks.Add(t.newBlocks)
+	c.storedBytes.Add(t.newBytes)
 }
 
 // noteGroup counts one group commit of n writes.
