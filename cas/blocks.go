@@ -70,10 +70,15 @@ func (s *Store) writeBlock(ctx context.Context, id string, index int64, d Digest
 		if err := s.noteUse(ctx, d); err != nil { // other daemons' collections (gc_shared.go)
 			return err
 		}
+		// Registered before the lookup, so that the commit knows whether another put of
+		// d overlapped this one (group_commit.go).
+		op.race = s.firstPuts.enter(d)
+		defer s.firstPuts.leave(d)
 		has, err := s.hasBlock(ctx, d)
 		if err != nil {
 			return err
 		}
+		op.fresh = !has
 		// A stored copy known to be corrupt is replaced by this put's verified bytes
 		// (only marked digests are read back: a dedup hit stays a key lookup).
 		replace, err := s.healOnPut(d)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ebsd/ebsd/cas/core"
@@ -17,10 +18,61 @@ const maxGroup = 16
 // writeOp is one put's share of a group commit.
 type writeOp struct {
 	block  *StoredBlock // nil when the block is zero or already stored
+	fresh  bool         // the block was absent when the put looked it up
+	race   *putsOfBlock // the puts of the block in flight with this one
 	mapKey []byte
 	snapID string
 	digest Digest
 	done   chan error
+}
+
+// putsInFlight tracks, per digest, the puts between their lookup of the block and
+// their commit, so that a commit can tell whether its block may have been stored by
+// another put since its lookup said it was absent (DESIGN.md rule 2): only then does
+// it look again. A put alone with its block — nearly every put — costs the store no
+// second lookup (on S3, no second HEAD in the one committing goroutine).
+type putsInFlight struct {
+	mu     sync.Mutex
+	blocks map[Digest]*putsOfBlock
+}
+
+type putsOfBlock struct {
+	n          int  // puts of the block in flight
+	overlapped bool // two or more were in flight at once since the first entered
+}
+
+func (p *putsInFlight) enter(d Digest) *putsOfBlock {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blocks == nil {
+		p.blocks = make(map[Digest]*putsOfBlock)
+	}
+	b := p.blocks[d]
+	if b == nil {
+		b = &putsOfBlock{}
+		p.blocks[d] = b
+	}
+	b.n++
+	if b.n > 1 {
+		b.overlapped = true
+	}
+	return b
+}
+
+func (p *putsInFlight) leave(d Digest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b := p.blocks[d]; b != nil {
+		if b.n--; b.n == 0 {
+			delete(p.blocks, d)
+		}
+	}
+}
+
+func (b *putsOfBlock) overlappedNow(p *putsInFlight) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return b.overlapped
 }
 
 // groupCommitLoop commits the block writes of concurrent puts together. Badger writes
@@ -124,9 +176,14 @@ func (s *Store) putGroupBlocks(group []*writeOp, tally *putTally) error {
 			continue
 		}
 		seen[op.digest] = true
-		has, err := s.hasBlock(context.Background(), op.digest)
-		if err != nil {
-			return fmt.Errorf("cas: count block: %w", err)
+		has := !op.fresh // a heal replaces a stored copy
+		if op.fresh && op.race.overlappedNow(&s.firstPuts) {
+			// Another put of the block overlapped this one: it may have stored it
+			// since this put's lookup, and then this put only deduplicates.
+			var err error
+			if has, err = s.hasBlock(context.Background(), op.digest); err != nil {
+				return fmt.Errorf("cas: count block: %w", err)
+			}
 		}
 		if has {
 			tally.dedup++ // stored meanwhile, or a heal replacing a corrupt copy

@@ -115,7 +115,8 @@ type Store struct {
 	// holds it exclusively to delete, so no acknowledged block is collected.
 	stripes [256]sync.RWMutex
 
-	writes chan *writeOp // to the group committer
+	writes    chan *writeOp // to the group committer
+	firstPuts putsInFlight  // puts between their lookup of a block and their commit
 
 	// space refuses writes before the file system is full (space.go).
 	space *spaceGuard
