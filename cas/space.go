@@ -339,11 +339,12 @@ func (g *spaceGuard) watch(stop <-chan struct{}) {
 			g.mu.Unlock()
 			continue
 		}
-		if int64(free) < g.floor(lsm) {
-			if g.releaseLocked() {
-				g.log.Warn("data directory below its floor: space reserve released", "dir", g.dir, "free", free)
-			}
-		} else {
+		// Below the floor the reserve stays held: released here, it would go to whatever
+		// fills the file system (another program), and the memtable flush of a Close or
+		// the space a collection needs would find nothing (a SIGBUS in Badger's flush
+		// was seen so). maintain releases it to the store's own deletes, collections and
+		// close, and to nothing else.
+		if int64(free) >= g.floor(lsm) {
 			g.grow(int64(free) - g.inflight)
 		}
 		g.mu.Unlock()
