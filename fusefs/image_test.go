@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"testing"
+	"syscall"
+	"unsafe"
 
 	"github.com/ebsd/ebsd/cas"
 )
@@ -87,5 +90,28 @@ func TestReadDataZerosAndHoles(t *testing.T) {
 	}
 	if bytes.ContainsFunc(zeroes, func(r rune) bool { return r != 0 }) {
 		t.Fatal("the shared zeros were written to")
+	}
+}
+
+// The shared zeros sit on pages of their own, all resident before anything reads them,
+// so the FUSE device pins them on its fast path instead of faulting in the kernel's
+// zero page for every reply.
+func TestZeroesAreResident(t *testing.T) {
+	b := residentZeroes(1 << 20)
+	page := os.Getpagesize()
+	start := uintptr(unsafe.Pointer(&b[0])) &^ uintptr(page-1)
+	end := uintptr(unsafe.Pointer(&b[len(b)-1])) + 1
+	vec := make([]byte, (end-start+uintptr(page)-1)/uintptr(page))
+	// Asked before any read of b: reading untouched memory would map the zero page.
+	if _, _, errno := syscall.Syscall(syscall.SYS_MINCORE, start, end-start, uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	for i, v := range vec {
+		if v&1 == 0 {
+			t.Fatalf("page %d of %d of the zeros is not resident", i, len(vec))
+		}
+	}
+	if !bytes.Equal(b, make([]byte, 1<<20)) {
+		t.Fatal("residentZeroes holds a non-zero byte")
 	}
 }
