@@ -173,7 +173,9 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		if len(slots) > 0 && slots[0].Index == idx {
 			d := slots[0].Digest
 			slots = slots[1:]
-			data, err := h.file.exp.blocks.Block(ctx, d)
+			err := h.file.exp.blocks.Use(ctx, d, func(data []byte) {
+				copy(chunk, data[inBlock:inBlock+n])
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil, syscall.EINTR
@@ -181,7 +183,6 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 				h.file.exp.log.Error("reading block", "snapshot", h.file.snap.ID, "index", idx, "digest", d.String(), "err", err)
 				return nil, syscall.EIO
 			}
-			copy(chunk, data[inBlock:inBlock+n])
 		} else {
 			clear(chunk) // never written: a hole
 		}

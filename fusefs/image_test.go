@@ -5,8 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"testing"
 	"syscall"
+	"testing"
 	"unsafe"
 
 	"github.com/ebsd/ebsd/cas"

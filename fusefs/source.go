@@ -15,9 +15,11 @@ type Source interface {
 	OpenView(ctx context.Context, owner, id string) (*cas.View, error)
 }
 
-// Blocks is what the export needs of the block cache.
+// Blocks is what the export needs of the block cache: Use lends a block for as long as
+// its callback runs (the export copies it into the reply), and Prefetch asks for the
+// blocks a sequential reader will want next.
 type Blocks interface {
-	cas.BlockReader
+	Use(ctx context.Context, d cas.Digest, fn func(block []byte)) error
 	Prefetch(d cas.Digest) bool
 }
 

@@ -110,6 +110,8 @@ var (
 		"Block reads that missed the cache and read the store.")
 	descCacheEvictions = desc("ebsd_cache_evictions_total",
 		"Blocks pushed out of the cache to make room.")
+	descCacheReused = desc("ebsd_cache_reused_buffers_total",
+		"Block fetches that decoded into the memory of a block read before (streams' blocks, evictions) instead of fresh memory.")
 	descCacheBlocks = desc("ebsd_cache_blocks",
 		"Blocks held in the cache.")
 	descCacheCapacity = desc("ebsd_cache_capacity_blocks",
@@ -131,7 +133,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 		descScrubRuns, descScrubFailures, descScrubBlocks, descScrubBytes, descScrubCorruptBlocks, descScrubCorruptRecords,
 		descScrubLastDuration, descScrubLastSuccess, descCorruptKnown, descBlocksHealed,
 		descSettleBlocks, descSettleSaved, descSettledBlocks, descSettledSaved,
-		descCacheHits, descCacheMisses, descCacheEvictions, descCacheBlocks, descCacheCapacity,
+		descCacheHits, descCacheMisses, descCacheEvictions, descCacheReused, descCacheBlocks, descCacheCapacity,
 		descFreeBytes, descSizeBytes,
 	} {
 		ch <- d
@@ -227,6 +229,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCacheHits, float64(cs.Hits))
 		counter(descCacheMisses, float64(cs.Misses))
 		counter(descCacheEvictions, float64(cs.Evictions))
+		counter(descCacheReused, float64(cs.Reused))
 		gauge(descCacheBlocks, float64(cs.Blocks))
 		gauge(descCacheCapacity, float64(cs.Capacity))
 	}

@@ -215,6 +215,7 @@ func TestMetricsCountTraffic(t *testing.T) {
 	want("ebsd_cache_hits_total", 1)
 	want("ebsd_cache_misses_total", 2)
 	want("ebsd_cache_evictions_total", 1)
+	want("ebsd_cache_reused_buffers_total", 0) // API reads keep their buffers: Block hands them out
 	want("ebsd_cache_capacity_blocks", 1)
 	want("ebsd_gc_runs_total", 1, "dry_run", "true", "result", "ok")
 	want("ebsd_gc_runs_total", 1, "dry_run", "false", "result", "ok")
