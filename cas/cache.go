@@ -36,7 +36,7 @@ type BlockCache struct {
 	lru     *list.List // of *cached, front = most recent
 	behind  *list.List // blocks streams have read, front = most recent
 	flights map[Digest]*flight
-	free    [][]byte // buffers to decode into again, at most behindBlocks
+	free    [][]byte // buffers to decode into again, at most freeBlocks
 
 	prefetchSlots chan struct{} // bounds background fetches
 	wg            sync.WaitGroup
@@ -47,6 +47,12 @@ type BlockCache struct {
 // behindBlocks bounds the blocks kept after a stream read them (4 MiB): enough for a
 // request that ends inside a block and the next one that begins there, not more.
 const behindBlocks = 8
+
+// freeBlocks bounds the buffers kept for reuse (32 MiB). Fetches come in bursts (a
+// stream prefetches up to 32 blocks ahead) and buffers come back one read at a time, so
+// the list must hold about a burst or most buffers go to the garbage collector and the
+// next burst faults in fresh memory again.
+const freeBlocks = 64
 
 type cached struct {
 	d          Digest
@@ -226,7 +232,7 @@ func (c *BlockCache) startLocked(d Digest, prefetched bool) *flight {
 		f.finished, f.err = true, err
 		if err == nil {
 			f.entry = c.insertLocked(d, data, prefetched, f.waiters)
-		} else if len(c.free) < behindBlocks {
+		} else if len(c.free) < freeBlocks {
 			c.free = append(c.free, buf[:0])
 		}
 		c.mu.Unlock()
@@ -309,7 +315,7 @@ func (c *BlockCache) removeLocked(e *cached) {
 // recycleLocked keeps an evicted entry's buffer for the next fetch, unless a reader
 // still holds it or may hold it for ever (Block).
 func (c *BlockCache) recycleLocked(e *cached) {
-	if e.refs > 0 || e.escaped || e.data == nil || len(c.free) >= behindBlocks {
+	if e.refs > 0 || e.escaped || e.data == nil || len(c.free) >= freeBlocks {
 		return
 	}
 	c.free = append(c.free, e.data[:0])
