@@ -113,7 +113,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.addrFile, "addr-file", "", "write the address actually listened on (HOST:PORT) to this file once serving; for scripts using port 0")
 	fs.StringVar(&c.mount, "mount", "", "directory to mount the FUSE export on; empty for none")
 	fs.StringVar(&c.region, "region", defaultRegion, "region of this endpoint (requests are scoped to the region they are signed for)")
-	fs.StringVar(&compression, "compression", string(cas.CompressZstd), "codec for new blocks: zstd (best ratio), s2 (faster) or none")
+	fs.StringVar(&compression, "compression", "", "codec for new blocks: zstd (best ratio), s2 (faster) or none (default zstd, or s2 with --recompress)")
 	var cacheMB, memoryCacheMB int
 	fs.IntVar(&cacheMB, "cache-mb", 0, "MiB of the read cache: with --cache-dir, encoded blocks kept on that disk (default 4096); without it, decompressed blocks in memory (default 256)")
 	fs.IntVar(&memoryCacheMB, "memory-cache-mb", 0, "MiB of decompressed blocks cached in memory for reads, shared by API and FUSE (default 256, or --cache-mb without --cache-dir)")
@@ -201,11 +201,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("--recompress-idle %v: want a positive duration", c.recompressIdle)
 	}
 	var err error
-	if c.compression, err = cas.ParseCompression(compression); err != nil {
-		return c, fmt.Errorf("--compression: %w", err)
-	}
 	if c.recompress, err = cas.ParseRecompress(recompress); err != nil {
 		return c, fmt.Errorf("--recompress: %w", err)
+	}
+	if compression == "" {
+		// With settling on, every block is re-encoded at the settling level once puts are
+		// idle, so what a put stores only has to be cheap to write and to decode again:
+		// s2 (ingest ≈1.4× zstd's fastest level; BENCHMARKS.md). Without it, the put's
+		// codec is what the block keeps.
+		compression = string(cas.CompressZstd)
+		if c.recompress != cas.RecompressOff {
+			compression = string(cas.CompressS2)
+		}
+	}
+	if c.compression, err = cas.ParseCompression(compression); err != nil {
+		return c, fmt.Errorf("--compression: %w", err)
 	}
 	if len(c.accountID) != 12 || strings.Trim(c.accountID, "0123456789") != "" {
 		return c, fmt.Errorf("--account-id %q is not a 12-digit account id", c.accountID)

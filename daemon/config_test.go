@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ebsd/ebsd/cas"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -156,6 +158,27 @@ func TestCacheFlags(t *testing.T) {
 			t.Errorf("%v: %v", tc.args, err)
 		case tc.err == "" && (c.cacheMB != tc.memory || c.diskCacheMB != tc.disk):
 			t.Errorf("%v: memory %d MiB, disk %d MiB; want %d and %d", tc.args, c.cacheMB, c.diskCacheMB, tc.memory, tc.disk)
+		}
+	}
+}
+
+// New blocks are compressed with zstd unless settling will re-encode them anyway; then
+// with s2, the cheapest to write. An explicit --compression always wins.
+func TestCompressionFollowsRecompress(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want cas.Compression
+	}{
+		{args: nil, want: cas.CompressZstd},
+		{args: []string{"--recompress", "off"}, want: cas.CompressZstd},
+		{args: []string{"--recompress", "best"}, want: cas.CompressS2},
+		{args: []string{"--recompress", "default"}, want: cas.CompressS2},
+		{args: []string{"--recompress", "best", "--compression", "zstd"}, want: cas.CompressZstd},
+		{args: []string{"--compression", "none"}, want: cas.CompressNone},
+	} {
+		c, err := parseConfig(tc.args, envOf(nil), &bytes.Buffer{})
+		if err != nil || c.compression != tc.want {
+			t.Errorf("%v: compression %q, %v; want %q", tc.args, c.compression, err, tc.want)
 		}
 	}
 }

@@ -10,7 +10,8 @@
 # then stores both in ebsd (the next one as an incremental child) and in restic (the
 # Debian package, installed if missing) side by side: stored bytes, growth of the second
 # snapshot, ingest MB/s, and cold read-back MB/s with dd through each one's FUSE mount.
-# --compression is ebsd's for puts. With --recompress LEVEL the daemon settles (README
+# --compression is ebsd's for puts (its default: zstd, or s2 with --recompress). With
+# --recompress LEVEL the daemon settles (README
 # "Settling"): after each upload the bench waits for the settling pass to finish and runs
 # a GC before it measures stored bytes.
 # The last lines are the ratios ebsd/restic with PASS/FAIL against the goals (ingest >= 2x,
@@ -20,7 +21,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EBSD=${EBSD:-$root/bin/ebsd}
 EBSCTL=${EBSCTL:-$root/bin/ebsctl}
-size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2 compression=zstd
+size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2 compression=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=$2; shift 2 ;;
     --recompress) recompress=$2; shift 2 ;;
     --compression) compression=$2; shift 2 ;;
-    *) sed -n '2,21p' "$0"; exit 2 ;;
+    *) sed -n '2,/^# Needs root/p' "$0"; exit 2 ;;
   esac
 done
 command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
@@ -76,7 +77,7 @@ start_ebsd() {
   exec 3<>"$work/ebsd-addr"
   EBSD_ACCESS_KEY_ID=$key EBSD_SECRET_ACCESS_KEY=$secret "$EBSD" --data-dir "$work/ebsd-data" --listen 127.0.0.1:0 \
     --addr-file "$work/ebsd-addr" --mount "$work/ebsd-mnt" --region us-east-1 --gc-interval 0 --metrics-listen "${EBSD_METRICS_LISTEN:-}" \
-    --compression "$compression" --recompress "$recompress" --recompress-mb-per-sec 0 --recompress-idle "${settle_idle}s" 2>>"$work/ebsd.log" &
+    ${compression:+--compression "$compression"} --recompress "$recompress" --recompress-mb-per-sec 0 --recompress-idle "${settle_idle}s" 2>>"$work/ebsd.log" &
   ebsd_pid=$!
   pids+=("$ebsd_pid")
   addr=""
@@ -156,7 +157,8 @@ restic_rd2=$(mbps "$size" "$t0" "$t1")
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 echo
 echo "== two snapshots of a ${size_mib} MiB volume, side by side"
-label="ebsd ($compression)"; [ "$recompress" = off ] || label="ebsd ($compression, $recompress)"
+codec=${compression:-$([ "$recompress" = off ] && echo zstd || echo s2)} # the daemon's default
+label="ebsd ($codec)"; [ "$recompress" = off ] || label="ebsd ($codec, $recompress)"
 printf '%-34s %16s %16s\n' "" "$label" "restic $(restic version | cut -d' ' -f2)"
 printf '%-34s %16s %16s\n' "stored after base" "$(mib "$ebsd_s1")" "$(mib "$restic_s1")"
 printf '%-34s %16s %16s\n' "stored after next" "$(mib "$ebsd_s2")" "$(mib "$restic_s2")"
