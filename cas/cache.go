@@ -25,7 +25,7 @@ type BlockReader interface {
 // behind the streams and its buffer is soon decoded into again, instead of the stream
 // pushing everything else out of the cache and each block costing fresh memory (page
 // faults were a sixth of a cold read's CPU). Buffers are reused only when no reader
-// holds them: Use pins a block while its callback runs, and a block Block handed out
+// holds them: Borrow pins a block until it is given back, and a block Block handed out
 // is never reused at all.
 type BlockCache struct {
 	store    *Store
@@ -110,20 +110,30 @@ func (c *BlockCache) Block(ctx context.Context, d Digest) ([]byte, error) {
 	return e.data, nil
 }
 
-// Use calls fn with the block with digest d. The slice is valid only until fn returns
-// (its buffer may be decoded into again afterwards): fn copies what it keeps and does
-// not block.
-func (c *BlockCache) Use(ctx context.Context, d Digest, fn func(block []byte)) error {
+// Borrow returns the block with digest d and the function that gives it back. The slice
+// is valid only until release is called (its buffer may be decoded into again
+// afterwards), which must happen exactly once and soon: a borrowed block's memory
+// cannot be reused.
+func (c *BlockCache) Borrow(ctx context.Context, d Digest) (block []byte, release func(), err error) {
 	if d == ZeroDigest {
-		fn(c.store.zero)
-		return nil
+		return c.store.zero, func() {}, nil
 	}
 	e, err := c.acquire(ctx, d)
 	if err != nil {
+		return nil, nil, err
+	}
+	return e.data, func() { c.release(e) }, nil
+}
+
+// Use calls fn with the block with digest d, borrowed for as long as fn runs: fn copies
+// what it keeps.
+func (c *BlockCache) Use(ctx context.Context, d Digest, fn func(block []byte)) error {
+	block, release, err := c.Borrow(ctx, d)
+	if err != nil {
 		return err
 	}
-	defer c.release(e)
-	fn(e.data)
+	defer release()
+	fn(block)
 	return nil
 }
 

@@ -164,31 +164,33 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		// clearing the request's buffer (most of a volume is holes).
 		return fuse.ReadResultData(zeroes[:end-off]), 0
 	}
-	out := dest[:end-off]
+	reply := &blockReply{}
 	for pos := off; pos < end; {
 		idx := pos / cas.BlockSize
 		inBlock := pos - idx*cas.BlockSize
 		n := min(cas.BlockSize-inBlock, end-pos)
-		chunk := out[pos-off : pos-off+n]
-		if len(slots) > 0 && slots[0].Index == idx {
+		if len(slots) > 0 && slots[0].Index == idx && slots[0].Digest != cas.ZeroDigest {
 			d := slots[0].Digest
 			slots = slots[1:]
-			err := h.file.exp.blocks.Use(ctx, d, func(data []byte) {
-				copy(chunk, data[inBlock:inBlock+n])
-			})
+			data, release, err := h.file.exp.blocks.Borrow(ctx, d)
 			if err != nil {
+				reply.Done()
 				if ctx.Err() != nil {
 					return nil, syscall.EINTR
 				}
 				h.file.exp.log.Error("reading block", "snapshot", h.file.snap.ID, "index", idx, "digest", d.String(), "err", err)
 				return nil, syscall.EIO
 			}
+			reply.add(data[inBlock:inBlock+n], release)
 		} else {
-			clear(chunk) // never written: a hole
+			if len(slots) > 0 && slots[0].Index == idx {
+				slots = slots[1:] // written as zeros
+			}
+			reply.add(zeroes[:n], nil) // never written, or written as zeros: a hole
 		}
 		pos += n
 	}
-	return fuse.ReadResultData(out), 0
+	return reply, 0
 }
 
 // noData says whether none of the slots holds data (written zeros do not).

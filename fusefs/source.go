@@ -15,11 +15,12 @@ type Source interface {
 	OpenView(ctx context.Context, owner, id string) (*cas.View, error)
 }
 
-// Blocks is what the export needs of the block cache: Use lends a block for as long as
-// its callback runs (the export copies it into the reply), and Prefetch asks for the
-// blocks a sequential reader will want next.
+// Blocks is what the export needs of the block cache: Borrow lends a block until its
+// release is called (the export replies with the block's own bytes and gives it back
+// once the reply is written), and Prefetch asks for the blocks a sequential reader will
+// want next.
 type Blocks interface {
-	Use(ctx context.Context, d cas.Digest, fn func(block []byte)) error
+	Borrow(ctx context.Context, d cas.Digest) (block []byte, release func(), err error)
 	Prefetch(d cas.Digest) bool
 }
 
