@@ -2,14 +2,15 @@
 # efficiency-bench.sh — how much do dedup and compression save, and how fast?
 #
 #   scripts/efficiency-bench.sh [--size-mib N] [--tree DIR | --debootstrap] [--keep DIR]
-#                               [--compression zstd|s2|none] [--recompress LEVEL]
+#                               [--compression zstd|s2|none] [--recompress LEVEL] [--reads N]
 #
 # Builds a base and a changed ("next": a package upgrade and a log rotation, as a Debian
 # system writes them between two snapshots) ext4 image (scripts/make-image.sh), prints ebsctl's
 # efficiency report for them (logical, written, unique, stored bytes, ratios, growth),
 # then stores both in ebsd (the next one as an incremental child) and in restic (the
 # Debian package, installed if missing) side by side: stored bytes, growth of the second
-# snapshot, ingest MB/s, and cold read-back MB/s with dd through each one's FUSE mount.
+# snapshot, ingest MB/s, and cold read-back MB/s with dd through each one's FUSE mount
+# (the median of --reads rounds, default 3, ebsd's and restic's reads interleaved).
 # --compression is ebsd's for puts (its default: zstd, or s2 with --recompress). With
 # --recompress LEVEL the daemon settles (README
 # "Settling"): after each upload the bench waits for the settling pass to finish and runs
@@ -21,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EBSD=${EBSD:-$root/bin/ebsd}
 EBSCTL=${EBSCTL:-$root/bin/ebsctl}
-size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2 compression=""
+size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2 compression="" reads=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
@@ -30,9 +31,11 @@ while [ $# -gt 0 ]; do
     --keep) keep=$2; shift 2 ;;
     --recompress) recompress=$2; shift 2 ;;
     --compression) compression=$2; shift 2 ;;
+    --reads) reads=$2; shift 2 ;;
     *) sed -n '2,/^# Needs root/p' "$0"; exit 2 ;;
   esac
 done
+[[ "$reads" =~ ^[1-9][0-9]*$ ]] || { echo "--reads wants a positive number of rounds" >&2; exit 2; }
 command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
 work=${keep:-$(mktemp -d)}
 mkdir -p "$work"
@@ -115,14 +118,15 @@ ebsd_in1=$(mbps "$size" "$t0" "$t1"); settle; settle_s1=$settle_took; ebsd_s1=$(
 t0=$(now); ctl upload --wait --state-dir "$work" --parent "$sid1" --base-image "$base" "$next" >"$work/up2.out"; t1=$(now); sid2=$(head -1 "$work/up2.out")
 ebsd_in2=$(mbps "$size" "$t0" "$t1"); settle; settle_s2=$settle_took; ebsd_s2=$(stored)
 [ "$recompress" = off ] || ctl stats | sed 's/^/ebsd stats: /'
-stop_ebsd; start_ebsd
-drop; t0=$(now); dd if="$work/ebsd-mnt/$sid1" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
-ebsd_rd1=$(mbps "$size" "$t0" "$t1")
-stop_ebsd; start_ebsd
-drop; t0=$(now); dd if="$work/ebsd-mnt/$sid2" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
-ebsd_rd2=$(mbps "$size" "$t0" "$t1")
 stop_ebsd
 ebsd_disk=$(bytes "$work/ebsd-data")
+# Each cold read starts the daemon afresh, so its block cache holds nothing.
+ebsd_cold_read() { # ebsd_cold_read SNAPSHOT-ID: appends its MB/s to rd
+  start_ebsd
+  drop; t0=$(now); dd if="$work/ebsd-mnt/$1" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
+  stop_ebsd
+  rd+=("$(mbps "$size" "$t0" "$t1")")
+}
 
 # --- restic
 export RESTIC_REPOSITORY="$work/restic-repo" RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"
@@ -137,7 +141,7 @@ mkdir -p "$work/restic-mnt"
 # Each cold read mounts afresh, so restic's in-memory blob cache holds nothing either;
 # snapshots/ holds one directory per snapshot, named by time (oldest first), and latest.
 restic_pid=""
-restic_cold_read() { # restic_cold_read 1|2: dd the image of the first or the last snapshot
+restic_cold_read() { # restic_cold_read 1|2: dd the image of the first or the last snapshot; appends its MB/s to rd
   restic mount -q "$work/restic-mnt" >/dev/null 2>&1 &
   restic_pid=$!
   pids+=("$restic_pid")
@@ -148,11 +152,19 @@ restic_cold_read() { # restic_cold_read 1|2: dd the image of the first or the la
   rfile=$(find "$dirs/" -name disk.img | head -1)
   drop; t0=$(now); dd if="$rfile" of=/dev/null bs=1M status=none; t1=$(now)
   umount "$work/restic-mnt"; wait "$restic_pid" || true
+  rd+=("$(mbps "$size" "$t0" "$t1")")
 }
-restic_cold_read 1
-restic_rd1=$(mbps "$size" "$t0" "$t1")
-restic_cold_read 2
-restic_rd2=$(mbps "$size" "$t0" "$t1")
+# Cold reads, --reads rounds of four interleaved so both stores read under the same
+# conditions (this machine's speed varies by 10-20% from one second to the next); the
+# medians count, and every round is printed.
+rd=() # rd[round*4 + k]: ebsd base, restic base, ebsd next, restic next
+for ((i = 0; i < reads; i++)); do
+  ebsd_cold_read "$sid1"; restic_cold_read 1; ebsd_cold_read "$sid2"; restic_cold_read 2
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+column() { local k=$1 out=() j; for ((j = k; j < ${#rd[@]}; j += 4)); do out+=("${rd[j]}"); done; echo "${out[*]}"; }
+# shellcheck disable=SC2046 # word splitting of the rounds is meant
+{ ebsd_rd1=$(median $(column 0)); restic_rd1=$(median $(column 1)); ebsd_rd2=$(median $(column 2)); restic_rd2=$(median $(column 3)); }
 
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 echo
@@ -168,6 +180,8 @@ printf '%-34s %13s MB/s %11s MB/s\n' "ingest base (per logical byte)" "$ebsd_in1
 printf '%-34s %13s MB/s %11s MB/s\n' "ingest next" "$ebsd_in2" "$restic_in2"
 printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back base, dd via FUSE" "$ebsd_rd1" "$restic_rd1"
 printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back next, dd via FUSE" "$ebsd_rd2" "$restic_rd2"
+printf '%-34s %16s %16s\n' "  the median of rounds, base" "$(column 0)" "$(column 1)"
+printf '%-34s %16s %16s\n' "  the median of rounds, next" "$(column 2)" "$(column 3)"
 [ "$recompress" = off ] || printf '%-34s %16s\n' "settling + GC after base, next" "$settle_s1, $settle_s2"
 
 # ratio NAME EBSD RESTIC UNIT GOAL: ebsd/restic, PASS if it meets GOAL (">=X" or "<=X").
