@@ -20,7 +20,7 @@ type BlockReader interface {
 // own wait and never cancels a fetch others wait on. A failed read is never cached.
 //
 // A sequential stream (FUSE readahead) asks for its blocks through Prefetch before it
-// reads them through Use. Once read, such a block has done its work: the kernel's page
+// reads them through Borrow. Once read, such a block has done its work: the kernel's page
 // cache now holds those bytes for that file. So it moves to a short list of blocks
 // behind the streams and its buffer is soon decoded into again, instead of the stream
 // pushing everything else out of the cache and each block costing fresh memory (page
@@ -60,7 +60,7 @@ type cached struct {
 	el         *list.Element // in lru or behind; nil once evicted
 	behind     bool          // el is in behind
 	prefetched bool          // fetched for a stream and not read since
-	refs       int           // readers in Use (and waiters handed this entry)
+	refs       int           // borrowers holding it (and waiters handed it)
 	escaped    bool          // handed out by Block: its buffer is never reused
 }
 
@@ -123,18 +123,6 @@ func (c *BlockCache) Borrow(ctx context.Context, d Digest) (block []byte, releas
 		return nil, nil, err
 	}
 	return e.data, func() { c.release(e) }, nil
-}
-
-// Use calls fn with the block with digest d, borrowed for as long as fn runs: fn copies
-// what it keeps.
-func (c *BlockCache) Use(ctx context.Context, d Digest, fn func(block []byte)) error {
-	block, release, err := c.Borrow(ctx, d)
-	if err != nil {
-		return err
-	}
-	defer release()
-	fn(block)
-	return nil
 }
 
 // acquire returns the cached entry for d, fetching it on a miss, pinned: its buffer is

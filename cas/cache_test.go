@@ -58,10 +58,11 @@ func fetched(t *testing.T, c *BlockCache, d Digest) {
 // read uses block d once, as a reader that is not a stream does, and checks its bytes.
 func read(t *testing.T, c *BlockCache, d Digest, want []byte, what string) {
 	t.Helper()
-	var ok bool
-	if err := c.Use(context.Background(), d, func(b []byte) { ok = bytes.Equal(b, want) }); err != nil || !ok {
-		t.Fatalf("%s block %s: %v, bytes right: %v", what, d, err, ok)
+	b, release, err := c.Borrow(context.Background(), d)
+	if err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("%s block %s: %v, bytes right: %v", what, d, err, err == nil && bytes.Equal(b, want))
 	}
+	release()
 }
 
 // A sequential stream does not push the cache's other blocks out, keeps only a few of
@@ -72,9 +73,7 @@ func TestCacheStreamReusesBuffersAndKeepsTheRest(t *testing.T) {
 	t.Cleanup(cache.Close)
 	hot, hotBlocks := putBlocks(t, s, 4, 1000)
 	for i, d := range hot {
-		if err := cache.Use(context.Background(), d, func([]byte) {}); err != nil {
-			t.Fatalf("hot block %d: %v", i, err)
-		}
+		read(t, cache, d, hotBlocks[i], "hot")
 	}
 	const n = 40 // more than the cache holds
 	ds, blocks := putBlocks(t, s, n, 2000)
@@ -89,18 +88,16 @@ func TestCacheStreamReusesBuffersAndKeepsTheRest(t *testing.T) {
 	}
 	hits := st.Hits
 	for i, d := range hot {
-		var ok bool
-		if err := cache.Use(context.Background(), d, func(b []byte) { ok = bytes.Equal(b, hotBlocks[i]) }); err != nil || !ok {
-			t.Fatalf("hot block %d after the stream: %v, bytes right: %v", i, err, ok)
-		}
+		read(t, cache, d, hotBlocks[i], "hot, after the stream,")
 	}
 	if got := cache.Stats().Hits - hits; got != int64(len(hot)) {
 		t.Fatalf("%d of %d blocks read before the stream were still cached", got, len(hot))
 	}
 }
 
-// A buffer is never decoded into while a reader holds it: neither during a Use whose
-// block was evicted meanwhile, nor ever after Block handed it out.
+// A buffer is never decoded into while a reader holds it: neither while a borrowed
+// block is evicted and its neighbours' buffers reused, nor ever after Block handed it
+// out.
 func TestCacheNeverReusesHeldBuffers(t *testing.T) {
 	s := openTestStore(t)
 	cache := NewBlockCache(s, 16*BlockSize, 128)
@@ -108,23 +105,14 @@ func TestCacheNeverReusesHeldBuffers(t *testing.T) {
 	held, heldBlocks := putBlocks(t, s, 2, 3000)
 	churn, churnBlocks := putBlocks(t, s, 4*behindBlocks, 4000)
 
-	// The first block is read by a stream and held in Use while the stream goes on far
-	// enough to evict it and reuse every buffer it can.
+	// The first block is read by a stream and stays borrowed while the stream goes on
+	// far enough to evict it and reuse every buffer it can.
 	cache.Prefetch(held[0])
-	fetched(t, cache, held[0]) // so the reader below finds it cached and pins it itself
-	inside, resume, verdict := make(chan struct{}), make(chan struct{}), make(chan bool, 1)
-	go func() {
-		err := cache.Use(context.Background(), held[0], func(b []byte) {
-			close(inside)
-			<-resume
-			verdict <- bytes.Equal(b, heldBlocks[0])
-		})
-		if err != nil {
-			t.Error(err)
-			verdict <- false
-		}
-	}()
-	receive(t, inside, "the reader to hold the block")
+	fetched(t, cache, held[0]) // so the borrow below finds it cached and pins it itself
+	borrowed, release, err := cache.Borrow(context.Background(), held[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The second block is handed out by Block after a stream's prefetch.
 	cache.Prefetch(held[1])
 	escaped, err := cache.Block(context.Background(), held[1])
@@ -140,10 +128,10 @@ func TestCacheNeverReusesHeldBuffers(t *testing.T) {
 	if st := cache.Stats(); st.Reused == 0 {
 		t.Fatalf("the stream reused no buffer (%+v): the test proves nothing", st)
 	}
-	close(resume)
-	if !receive(t, verdict, "the held reader's verdict") {
-		t.Fatal("a block held in Use changed under its reader")
+	if !bytes.Equal(borrowed, heldBlocks[0]) {
+		t.Fatal("a borrowed block changed under its borrower")
 	}
+	release()
 	stream(t, cache, churn, churnBlocks) // the first buffer is free to reuse now
 	for i, d := range churn {
 		read(t, cache, d, churnBlocks[i], "churned")
