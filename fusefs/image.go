@@ -160,8 +160,8 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	}
 
 	if noData(slots) && end-off <= int64(len(zeroes)) {
-		// Never written or written as zeros: answer from the shared zeros instead of
-		// clearing the request's buffer (most of a volume is holes).
+		// Never written or written as zeros, the most common read (most of a volume is
+		// holes): one slice of the shared zeros answers it.
 		return fuse.ReadResultData(zeroes[:end-off]), 0
 	}
 	reply := &blockReply{}
@@ -169,9 +169,13 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		idx := pos / cas.BlockSize
 		inBlock := pos - idx*cas.BlockSize
 		n := min(cas.BlockSize-inBlock, end-pos)
-		if len(slots) > 0 && slots[0].Index == idx && slots[0].Digest != cas.ZeroDigest {
-			d := slots[0].Digest
-			slots = slots[1:]
+		d := cas.ZeroDigest // never written: a hole
+		if len(slots) > 0 && slots[0].Index == idx {
+			d, slots = slots[0].Digest, slots[1:]
+		}
+		if d == cas.ZeroDigest {
+			reply.add(zeroes[:n], nil)
+		} else {
 			data, release, err := h.file.exp.blocks.Borrow(ctx, d)
 			if err != nil {
 				reply.Done()
@@ -182,11 +186,6 @@ func (h *imageHandle) read(ctx context.Context, dest []byte, off int64) (fuse.Re
 				return nil, syscall.EIO
 			}
 			reply.add(data[inBlock:inBlock+n], release)
-		} else {
-			if len(slots) > 0 && slots[0].Index == idx {
-				slots = slots[1:] // written as zeros
-			}
-			reply.add(zeroes[:n], nil) // never written, or written as zeros: a hole
 		}
 		pos += n
 	}
