@@ -10,7 +10,7 @@
 # then stores both in ebsd (the next one as an incremental child) and in restic (the
 # Debian package, installed if missing) side by side: stored bytes, growth of the second
 # snapshot, ingest MB/s, and cold read-back MB/s with dd through each one's FUSE mount
-# (the median of --reads rounds, default 3, ebsd's and restic's reads interleaved).
+# (the median of --reads rounds, default 5, ebsd's and restic's reads interleaved).
 # --compression is ebsd's for puts (its default: zstd, or s2 with --recompress). With
 # --recompress LEVEL the daemon settles (README
 # "Settling"): after each upload the bench waits for the settling pass to finish and runs
@@ -24,7 +24,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EBSD=${EBSD:-$root/bin/ebsd}
 EBSCTL=${EBSCTL:-$root/bin/ebsctl}
-size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2 compression="" reads=3
+size_mib=512 tree_args=() keep="" tree_dir="" recompress=off settle_idle=2 compression="" reads=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib=$2; shift 2 ;;
