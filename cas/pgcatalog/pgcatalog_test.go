@@ -42,38 +42,6 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-func TestScanStartAndPrefixEnd(t *testing.T) {
-	for _, c := range []struct{ prefix, from, start string }{
-		{"", "", ""},
-		{"", "x", "x"},
-		{"ab", "", "ab"},
-		{"ab", "b", "ab"}, // shorter than the prefix: its start, though it sorts after
-		{"ab", "aa\xff", "ab"},
-		{"ab", "ab\x00", "ab\x00"},
-		{"ab", "ac", "ac"},
-	} {
-		if got := string(core.ScanStart([]byte(c.prefix), []byte(c.from))); got != c.start {
-			t.Errorf("ScanStart(%q, %q) = %q, want %q", c.prefix, c.from, got, c.start)
-		}
-	}
-	for _, c := range []struct {
-		prefix, end string
-		ok          bool
-	}{
-		{"", "", false},
-		{"\xff\xff", "", false},
-		{"a", "b", true},
-		{"a\xff\xff", "b", true},
-		{"a\x80", "a\x81", true},
-		{"a\xfe", "a\xff", true},
-	} {
-		end, ok := core.PrefixEnd([]byte(c.prefix))
-		if string(end) != c.end || ok != c.ok {
-			t.Errorf("PrefixEnd(%q) = %q, %v; want %q, %v", c.prefix, end, ok, c.end, c.ok)
-		}
-	}
-}
-
 // Lock keys are part of the format: daemons of different builds sharing a catalog
 // must compute the same ones.
 func TestLockKey(t *testing.T) {
