@@ -465,6 +465,16 @@ func (s *Store) settleMapPage(ctx context.Context, id string, from int64, out []
 	return out, next, nil
 }
 
+// settleCandidate says whether the stored block d, whose entry carries the tag meta, is
+// one to settle: not settled yet, not tried before without gain, not known corrupt.
+func (s *Store) settleCandidate(d Digest, meta byte) bool {
+	if codec(meta)&codecSettled != 0 || s.knownCorrupt(d) {
+		return false
+	}
+	_, tried := s.settle.skip[d]
+	return !tried
+}
+
 // settleUnsettled appends to out, in their order and once each, the digests of page
 // that name a stored block not settled, not tried without gain and not known corrupt.
 // Only keys are read: the tag is in the key's entry.
@@ -484,13 +494,9 @@ func (s *Store) settleUnsettled(ctx context.Context, page, out []Digest) ([]Dige
 			if err != nil {
 				return err
 			}
-			if codec(item.UserMeta())&codecSettled != 0 || s.knownCorrupt(d) {
-				continue
+			if s.settleCandidate(d, item.UserMeta()) {
+				out = append(out, d)
 			}
-			if _, tried := s.settle.skip[d]; tried {
-				continue
-			}
-			out = append(out, d)
 		}
 		return nil
 	})
@@ -531,13 +537,9 @@ func (s *Store) settleCandidates(ctx context.Context, after []byte, out []Digest
 				continue // not a block key: scrub reports it
 			}
 			d := Digest(k[1:])
-			if codec(item.UserMeta())&codecSettled != 0 || s.knownCorrupt(d) {
-				continue
+			if s.settleCandidate(d, item.UserMeta()) {
+				out = append(out, d)
 			}
-			if _, tried := s.settle.skip[d]; tried {
-				continue
-			}
-			out = append(out, d)
 		}
 		return nil
 	})
