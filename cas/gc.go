@@ -303,6 +303,17 @@ func (s *Store) unreferencedBlocks(ctx context.Context, marked map[Digest]struct
 	return out, nil
 }
 
+// reclaimed counts blocks a sweep deleted: in the store's counters, in the report and
+// in the collection's progress.
+func (s *Store) reclaimed(doomed []garbageBlock, rep *GCReport) {
+	s.ctr.blocksRemoved(doomed)
+	for _, g := range doomed {
+		rep.BlocksReclaimed++
+		rep.BytesReclaimed += g.size
+	}
+	s.gcStage(GCSweeping, int(rep.BlocksReclaimed))
+}
+
 // sweep deletes unreferenced blocks, one stripe at a time under that stripe's lock,
 // skipping any a put has relied on since the mark began.
 func (s *Store) sweep(ctx context.Context, garbage []garbageBlock, rep *GCReport) error {
@@ -336,12 +347,7 @@ func (s *Store) sweep(ctx context.Context, garbage []garbageBlock, rep *GCReport
 		if err != nil {
 			return fmt.Errorf("cas: sweep: %w", err)
 		}
-		s.ctr.blocksRemoved(doomed)
-		for _, g := range doomed {
-			rep.BlocksReclaimed++
-			rep.BytesReclaimed += g.size
-		}
-		s.gcStage(GCSweeping, int(rep.BlocksReclaimed))
+		s.reclaimed(doomed, rep)
 	}
 	return s.sync()
 }

@@ -126,12 +126,7 @@ func (s *Store) sweepShared(ctx context.Context, garbage []garbageBlock, rep *GC
 			rep.BlocksKept++
 			rep.BytesKept += g.size
 		}
-		s.ctr.blocksRemoved(doomed)
-		for _, g := range doomed {
-			rep.BlocksReclaimed++
-			rep.BytesReclaimed += g.size
-		}
-		s.gcStage(GCSweeping, int(rep.BlocksReclaimed))
+		s.reclaimed(doomed, rep)
 	}
 	return s.sync()
 }
