@@ -410,25 +410,19 @@ func testScanPages(t *testing.T, cat *Catalog) {
 	}
 }
 
-// Two Catalogs on one schema, as two daemons: each sees the other's commits, and an
-// exclusive lock held in one makes the other's wait until it commits.
-func testTwoInstances(t *testing.T, a, b *Catalog) {
-	ctx := testContext(t)
-	set(t, ctx, a, "two/a", "from a")
-	want(t, ctx, b, "two/a", "from a")
-	set(t, ctx, b, "two/b", "from b")
-	want(t, ctx, a, "two/b", "from b")
-
+// holdLock starts an Update on cat that takes the lock name exclusively, sets key to
+// "A" and holds both until free is called, and returns once the lock is taken; wait
+// returns the Update's error.
+func holdLock(t *testing.T, ctx context.Context, cat *Catalog, name, key string) (wait func() error, free func()) {
+	t.Helper()
 	held, release := make(chan struct{}), make(chan struct{})
 	var holdOnce, releaseOnce sync.Once
-	free := func() { releaseOnce.Do(func() { close(release) }) }
-	defer free()
-	waitA := start(t, func() error {
-		return a.Update(ctx, func(tx core.CatalogTx) error {
-			if err := tx.Lock([]byte("two"), true); err != nil {
+	wait = start(t, func() error {
+		return cat.Update(ctx, func(tx core.CatalogTx) error {
+			if err := tx.Lock([]byte(name), true); err != nil {
 				return err
 			}
-			if err := tx.Set([]byte("two/k"), []byte("A")); err != nil {
+			if err := tx.Set([]byte(key), []byte("A")); err != nil {
 				return err
 			}
 			holdOnce.Do(func() { close(held) })
@@ -440,11 +434,27 @@ func testTwoInstances(t *testing.T, a, b *Catalog) {
 			}
 		})
 	})
+	free = func() { releaseOnce.Do(func() { close(release) }) }
 	select {
 	case <-held:
 	case <-time.After(patience):
-		t.Fatal("the first instance did not take the lock")
+		free()
+		t.Fatalf("an Update did not take lock %q", name)
 	}
+	return wait, free
+}
+
+// Two Catalogs on one schema, as two daemons: each sees the other's commits, and an
+// exclusive lock held in one makes the other's wait until it commits.
+func testTwoInstances(t *testing.T, a, b *Catalog) {
+	ctx := testContext(t)
+	set(t, ctx, a, "two/a", "from a")
+	want(t, ctx, b, "two/a", "from a")
+	set(t, ctx, b, "two/b", "from b")
+	want(t, ctx, a, "two/b", "from b")
+
+	waitA, free := holdLock(t, ctx, a, "two", "two/k")
+	defer free()
 	acquired := make(chan struct{}, 1)
 	var seen []byte
 	waitB := start(t, func() error {
@@ -483,32 +493,8 @@ func testTwoInstances(t *testing.T, a, b *Catalog) {
 func testViewRelock(t *testing.T, cat *Catalog) {
 	ctx := testContext(t)
 	set(t, ctx, cat, "vr/k", "old")
-	held, release := make(chan struct{}), make(chan struct{})
-	var holdOnce, releaseOnce sync.Once
-	free := func() { releaseOnce.Do(func() { close(release) }) }
+	waitA, free := holdLock(t, ctx, cat, "vr", "vr/k")
 	defer free()
-	waitA := start(t, func() error {
-		return cat.Update(ctx, func(tx core.CatalogTx) error {
-			if err := tx.Lock([]byte("vr"), true); err != nil {
-				return err
-			}
-			if err := tx.Set([]byte("vr/k"), []byte("A")); err != nil {
-				return err
-			}
-			holdOnce.Do(func() { close(held) })
-			select {
-			case <-release:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	})
-	select {
-	case <-held:
-	case <-time.After(patience):
-		t.Fatal("the Update did not take the lock")
-	}
 	acquired := make(chan struct{}, 1)
 	var runs int
 	var seen string
