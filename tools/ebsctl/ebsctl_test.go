@@ -258,40 +258,56 @@ func isZeroSlice(b []byte) bool {
 }
 
 // An incremental upload with a base image sends only the blocks that changed, and diff
-// reports exactly them.
+// reports exactly them; the same with sparse images, whose holes are not read (a block
+// of data that became a hole must still be sent, as zeros).
 func TestIncrementalUploadAndDiff(t *testing.T) {
-	d := startDaemon(t)
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.img")
-	data := makeImage(t, base, 32, 0)
-	parent := firstLine(mustEbsctl(t, d.url, "upload", "--state-dir", dir, base))
-	before := stats(t, d.url).MappedBlocks
-	next := filepath.Join(dir, "next.img")
-	data[5*blockSize] ^= 1                 // changed data
-	clear(data[6*blockSize : 7*blockSize]) // data that became zeros
-	data[7*blockSize+10] = 9               // a zero block that got data
-	copy(data[20*blockSize:], []byte("x")) // another change
-	if err := os.WriteFile(next, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := mustEbsctl(t, d.url, "--json", "upload", "--parent", parent, "--base-image", base, "--state-dir", dir, next)
-	var res uploadResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatal(err)
-	}
-	if res.Sent != 4 || stats(t, d.url).MappedBlocks-before != 4 {
-		t.Fatalf("incremental upload sent %d blocks (daemon got %d), want 4", res.Sent, stats(t, d.url).MappedBlocks-before)
-	}
-	mustEbsctl(t, d.url, "verify", res.SnapshotID, next)
-	var diff struct {
-		ChangedBlocks int
-		Ranges        []blockRange
-	}
-	if err := json.Unmarshal([]byte(mustEbsctl(t, d.url, "--json", "diff", parent, res.SnapshotID)), &diff); err != nil {
-		t.Fatal(err)
-	}
-	if diff.ChangedBlocks != 4 || len(diff.Ranges) != 2 || diff.Ranges[0].First != 5 || diff.Ranges[0].Last != 7 {
-		t.Fatalf("diff: %+v", diff)
+	for _, tc := range []struct {
+		name  string
+		write func(t *testing.T, path string, data []byte)
+	}{
+		{"dense", func(t *testing.T, path string, data []byte) {
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"sparse", writeSparse},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDaemon(t)
+			dir := t.TempDir()
+			base := filepath.Join(dir, "base.img")
+			data := makeImage(t, base, 32, 0)
+			tc.write(t, base, data)
+			parent := firstLine(mustEbsctl(t, d.url, "upload", "--state-dir", dir, base))
+			mustEbsctl(t, d.url, "verify", parent, base)
+			before := stats(t, d.url).MappedBlocks
+			next := filepath.Join(dir, "next.img")
+			data[5*blockSize] ^= 1                 // changed data
+			clear(data[6*blockSize : 7*blockSize]) // data that became zeros
+			data[7*blockSize+10] = 9               // a zero block that got data
+			copy(data[20*blockSize:], []byte("x")) // another change
+			tc.write(t, next, data)
+			out := mustEbsctl(t, d.url, "--json", "upload", "--parent", parent, "--base-image", base, "--state-dir", dir, next)
+			var res uploadResult
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.Sent != 4 || res.SkippedSame != 28 || stats(t, d.url).MappedBlocks-before != 4 {
+				t.Fatalf("incremental upload sent %d blocks and skipped %d (daemon got %d), want 4 and 28",
+					res.Sent, res.SkippedSame, stats(t, d.url).MappedBlocks-before)
+			}
+			mustEbsctl(t, d.url, "verify", res.SnapshotID, next)
+			var diff struct {
+				ChangedBlocks int
+				Ranges        []blockRange
+			}
+			if err := json.Unmarshal([]byte(mustEbsctl(t, d.url, "--json", "diff", parent, res.SnapshotID)), &diff); err != nil {
+				t.Fatal(err)
+			}
+			if diff.ChangedBlocks != 4 || len(diff.Ranges) != 2 || diff.Ranges[0].First != 5 || diff.Ranges[0].Last != 7 {
+				t.Fatalf("diff: %+v", diff)
+			}
+		})
 	}
 }
 

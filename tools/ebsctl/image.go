@@ -17,6 +17,7 @@ var zeroBlock = make([]byte, blockSize)
 type imageFile struct {
 	f    *os.File
 	size int64
+	data []uint64 // blocks with data, from dataBlocks; nil: every block may have data
 }
 
 func openImage(path string) (*imageFile, error) {
@@ -36,7 +37,11 @@ func openImage(path string) (*imageFile, error) {
 			return nil, fmt.Errorf("size of device %s: %w", path, err)
 		}
 	}
-	return &imageFile{f: f, size: size}, nil
+	im := &imageFile{f: f, size: size}
+	if fi.Mode().IsRegular() {
+		im.data = dataBlocks(f, size)
+	}
+	return im, nil
 }
 
 func (im *imageFile) blocks() int64 { return (im.size + blockSize - 1) / blockSize }
@@ -44,8 +49,17 @@ func (im *imageFile) blocks() int64 { return (im.size + blockSize - 1) / blockSi
 // gib is the volume size that holds the image.
 func (im *imageFile) gib() int64 { return max(1, (im.size+1<<30-1)>>30) }
 
+// hole says whether block i lies in a hole of the file, so holds zeros without a read.
+func (im *imageFile) hole(i int64) bool {
+	return im.data != nil && i < im.blocks() && im.data[i/64]&(1<<(i%64)) == 0
+}
+
 // block reads block i into buf (blockSize bytes).
 func (im *imageFile) block(i int64, buf []byte) error {
+	if im.hole(i) {
+		clear(buf)
+		return nil
+	}
 	n, err := im.f.ReadAt(buf, i*blockSize)
 	if err == io.EOF || (err == nil && n == blockSize) {
 		clear(buf[n:])
@@ -57,6 +71,14 @@ func (im *imageFile) block(i int64, buf []byte) error {
 func (im *imageFile) Close() error { return im.f.Close() }
 
 func isZero(b []byte) bool { return bytes.Equal(b, zeroBlock) }
+
+// digestOf is checksum with the zero block's digest known in advance.
+func digestOf(b []byte, allZero bool) (raw [32]byte, b64 string) {
+	if allZero {
+		return zeroDigest, zeroChecksum
+	}
+	return checksum(b)
+}
 
 func checksum(b []byte) (raw [32]byte, b64 string) {
 	raw = sha256.Sum256(b)

@@ -199,35 +199,44 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 	err := inParallel(ctx, o.workers, im.blocks(), func() func(context.Context, int64) error {
 		buf, old := make([]byte, blockSize), make([]byte, blockSize)
 		return func(ctx context.Context, i int64) error {
-			if err := im.block(i, buf); err != nil {
-				return err
+			// A hole of a sparse image is zeros without a read; otherwise checking for
+			// zeros is far cheaper than hashing, and most of a volume is zeros.
+			data, allZero := zeroBlock, im.hole(i)
+			if !allZero {
+				if err := im.block(i, buf); err != nil {
+					return err
+				}
+				data, allZero = buf, isZero(buf)
 			}
 			prog.add(blockSize)
-			allZero := isZero(buf) // far cheaper than hashing: most of a volume is zeros
-			raw, b64 := zeroDigest, zeroChecksum
-			if !allZero {
-				raw, b64 = checksum(buf)
-			}
-			send := o.sendZeros || !allZero
-			if parent != nil {
-				if send = parent.needs(i, raw); !send {
-					same.Add(1)
+			var (
+				send bool
+				raw  [32]byte
+				b64  string
+			)
+			switch {
+			case parent != nil: // the parent's map says by digest
+				raw, b64 = digestOf(data, allZero)
+				send = parent.needs(i, raw)
+			case base != nil:
+				changed, err := differs(base, i, data, allZero, old)
+				if err != nil {
+					return err
 				}
-			} else if base != nil {
-				clear(old)
-				if i < base.blocks() {
-					if err := base.block(i, old); err != nil {
-						return err
-					}
-				}
-				if send = !bytes.Equal(buf, old); !send {
-					same.Add(1)
-				}
-			} else if !send {
-				zero.Add(1)
+				send = changed
+			default:
+				send = o.sendZeros || !allZero
 			}
 			if !send {
+				if parent != nil || base != nil {
+					same.Add(1)
+				} else {
+					zero.Add(1)
+				}
 				return nil
+			}
+			if parent == nil { // only a block that is sent needs its digest
+				raw, b64 = digestOf(data, allZero)
 			}
 			mu.Lock()
 			sums[i] = raw
@@ -237,7 +246,7 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 				return nil
 			}
 			_, err := eb.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
-				SnapshotId: aws.String(id), BlockIndex: aws.Int32(int32(i)), BlockData: bytes.NewReader(buf),
+				SnapshotId: aws.String(id), BlockIndex: aws.Int32(int32(i)), BlockData: bytes.NewReader(data),
 				DataLength: aws.Int32(blockSize), Checksum: aws.String(b64),
 				ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
 				Progress:          aws.Int32(int32(100 * i / max(1, im.blocks()))),
@@ -252,6 +261,22 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 	})
 	res.Sent, res.SentBefore, res.SkippedZero, res.SkippedSame = sent.Load(), before.Load(), zero.Load(), same.Load()
 	return sums, err
+}
+
+// differs says whether block i of the new image (data, allZero if it holds only zeros)
+// differs from the same block of the base image, read into old unless it is a hole or
+// past the base's end (zeros, both).
+func differs(base *imageFile, i int64, data []byte, allZero bool, old []byte) (bool, error) {
+	if i >= base.blocks() || base.hole(i) {
+		return !allZero, nil
+	}
+	if err := base.block(i, old); err != nil {
+		return false, err
+	}
+	if allZero {
+		return !isZero(old), nil
+	}
+	return !bytes.Equal(data, old), nil
 }
 
 // linearAggregate is EBS's LINEAR checksum: SHA-256 over the raw digests in index order.

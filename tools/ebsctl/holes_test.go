@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// writeSparse writes data as a sparse file: only its non-zero 4 KiB pages are written,
+// the rest stays holes, as make-image.sh, cp --sparse and ebsctl download leave images.
+func writeSparse(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	for off := 0; off < len(data); off += page {
+		p := data[off:min(off+page, len(data))]
+		if isZeroSlice(p) {
+			continue
+		}
+		if _, err := f.WriteAt(p, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The data map marks every block that holds a written byte and leaves the blocks of
+// holes clear, so those read as zeros without touching the file.
+func TestDataBlocksFindsHoles(t *testing.T) {
+	data := make([]byte, 10*blockSize+1000)
+	data[2*blockSize+100] = 1                          // inside block 2
+	copy(data[6*blockSize-10:], "across the boundary") // the end of 5 and the start of 6
+	data[10*blockSize+999] = 7                         // the partial last block
+	path := filepath.Join(t.TempDir(), "sparse.img")
+	writeSparse(t, path, data)
+	im, err := openImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.data == nil {
+		t.Skipf("the file system of %s does not report holes (SEEK_DATA)", path)
+	}
+	withData := map[int64]bool{2: true, 5: true, 6: true, 10: true}
+	buf := make([]byte, blockSize)
+	for i := range im.blocks() {
+		if im.hole(i) == withData[i] {
+			t.Errorf("block %d: hole %v, want %v", i, im.hole(i), !withData[i])
+		}
+		if err := im.block(i, buf); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, blockSize)
+		copy(want, data[i*blockSize:])
+		if !bytes.Equal(buf, want) {
+			t.Errorf("block %d reads wrong", i)
+		}
+	}
+	if im.hole(im.blocks()) {
+		t.Error("a block past the end counts as a hole")
+	}
+}
+
+// A file system that cannot tell holes, or a device, leaves no hole assumed.
+func TestDataBlocksOfADeviceAssumeData(t *testing.T) {
+	im, err := openImage("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.data != nil || im.hole(0) {
+		t.Fatal("a character device got a hole map")
+	}
+}
