@@ -17,8 +17,8 @@
 # a GC before it measures stored bytes.
 # The last lines are the ratios ebsd/restic with PASS/FAIL against the goals (ingest >= 2x,
 # stored <= 0.95x, cold read >= 4x), for the base image and for the incremental next one;
-# before them, ebsd's warm re-read against page-cache dd (>= 0.8x) and its peak RSS while
-# 64 clients upload the base (< 512 MiB).
+# before them, ebsd's warm re-read against page-cache dd (>= 0.8x, medians of --reads
+# rounds too) and its peak RSS while 64 clients upload the base (< 512 MiB).
 # Needs root (FUSE, dropping the page cache).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -165,17 +165,20 @@ for ((i = 0; i < reads; i++)); do
 done
 # Warm re-read: the base read through the daemon's mount from the page cache, next to the
 # image file itself read the same way. Both are read twice after the page cache was
-# dropped and timed on the third read, as BenchmarkFUSERead does: the kernel moves a
-# page to its active list on the second read, a one-off cost outside either reader.
+# dropped, as BenchmarkFUSERead does (the kernel moves a page to its active list on the
+# second read, a one-off cost outside either reader), then timed in --reads interleaved
+# rounds; the medians count.
 start_ebsd
-drop; dd if="$work/ebsd-mnt/$sid1" of=/dev/null bs=1M count=$((size >> 20)) status=none
-dd if="$work/ebsd-mnt/$sid1" of=/dev/null bs=1M count=$((size >> 20)) status=none
-t0=$(now); dd if="$work/ebsd-mnt/$sid1" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
-ebsd_warm=$(mbps "$size" "$t0" "$t1")
+drop
+for f in "$work/ebsd-mnt/$sid1" "$base"; do cat "$f" >/dev/null; cat "$f" >/dev/null; done
+warm=() # warm[round*2 + k]: ebsd, page-cache dd
+for ((i = 0; i < reads; i++)); do
+  t0=$(now); dd if="$work/ebsd-mnt/$sid1" of=/dev/null bs=1M count=$((size >> 20)) status=none; t1=$(now)
+  warm+=("$(mbps "$size" "$t0" "$t1")")
+  t0=$(now); dd if="$base" of=/dev/null bs=1M status=none; t1=$(now)
+  warm+=("$(mbps "$size" "$t0" "$t1")")
+done
 stop_ebsd
-drop; cat "$base" >/dev/null; cat "$base" >/dev/null
-t0=$(now); dd if="$base" of=/dev/null bs=1M status=none; t1=$(now)
-pagecache_dd=$(mbps "$size" "$t0" "$t1")
 # Memory: the peak resident set of a fresh daemon while 64 clients upload the base.
 rm -rf "$work/rss-data" "$work/rss-state"; mkdir -p "$work/rss-state"
 start_ebsd "$work/rss-data"
@@ -185,9 +188,17 @@ stop_ebsd
 rm -rf "$work/rss-data" "$work/rss-state"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-column() { local k=$1 out=() j; for ((j = k; j < ${#rd[@]}; j += 4)); do out+=("${rd[j]}"); done; echo "${out[*]}"; }
+column() { # column ARRAY STRIDE K: the K-th of every STRIDE values of ARRAY (its rounds)
+  local -n a=$1
+  local out=() j
+  for ((j = $3; j < ${#a[@]}; j += $2)); do out+=("${a[j]}"); done
+  echo "${out[*]}"
+}
 # shellcheck disable=SC2046 # word splitting of the rounds is meant
-{ ebsd_rd1=$(median $(column 0)); restic_rd1=$(median $(column 1)); ebsd_rd2=$(median $(column 2)); restic_rd2=$(median $(column 3)); }
+{
+  ebsd_rd1=$(median $(column rd 4 0)); restic_rd1=$(median $(column rd 4 1)); ebsd_rd2=$(median $(column rd 4 2)); restic_rd2=$(median $(column rd 4 3))
+  ebsd_warm=$(median $(column warm 2 0)); pagecache_dd=$(median $(column warm 2 1))
+}
 
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
 echo
@@ -203,8 +214,9 @@ printf '%-34s %13s MB/s %11s MB/s\n' "ingest base (per logical byte)" "$ebsd_in1
 printf '%-34s %13s MB/s %11s MB/s\n' "ingest next" "$ebsd_in2" "$restic_in2"
 printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back base, dd via FUSE" "$ebsd_rd1" "$restic_rd1"
 printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back next, dd via FUSE" "$ebsd_rd2" "$restic_rd2"
-printf '%-34s %16s %16s\n' "  the median of rounds, base" "$(column 0)" "$(column 1)"
-printf '%-34s %16s %16s\n' "  the median of rounds, next" "$(column 2)" "$(column 3)"
+printf '%-34s %16s %16s\n' "  the median of rounds, base" "$(column rd 4 0)" "$(column rd 4 1)"
+printf '%-34s %16s %16s\n' "  the median of rounds, next" "$(column rd 4 2)" "$(column rd 4 3)"
+printf '%-34s %s\n' "warm re-read rounds: ebsd | dd" "$(column warm 2 0) | $(column warm 2 1) MB/s"
 [ "$recompress" = off ] || printf '%-34s %16s\n' "settling + GC after base, next" "$settle_s1, $settle_s2"
 
 # ratio NAME EBSD RESTIC UNIT GOAL: ebsd/restic, PASS if it meets GOAL (">=X" or "<=X").
