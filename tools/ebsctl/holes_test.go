@@ -31,40 +31,73 @@ func writeSparse(t *testing.T, path string, data []byte) {
 	}
 }
 
-// The data map marks every block that holds a written byte and leaves the blocks of
-// holes clear, so those read as zeros without touching the file.
-func TestDataBlocksFindsHoles(t *testing.T) {
-	data := make([]byte, 10*blockSize+1000)
-	data[2*blockSize+100] = 1                          // inside block 2
-	copy(data[6*blockSize-10:], "across the boundary") // the end of 5 and the start of 6
-	data[10*blockSize+999] = 7                         // the partial last block
-	path := filepath.Join(t.TempDir(), "sparse.img")
-	writeSparse(t, path, data)
-	im, err := openImage(path)
+// reportsHoles says whether the file system of dir reports a file that was only
+// truncated to its size as one hole.
+func reportsHoles(t *testing.T, dir string) bool {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "probe")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer im.Close()
-	if im.data == nil {
-		t.Skipf("the file system of %s does not report holes (SEEK_DATA)", path)
+	defer f.Close()
+	if err := f.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
 	}
-	withData := map[int64]bool{2: true, 5: true, 6: true, 10: true}
-	buf := make([]byte, blockSize)
-	for i := range im.blocks() {
-		if im.hole(i) == withData[i] {
-			t.Errorf("block %d: hole %v, want %v", i, im.hole(i), !withData[i])
-		}
-		if err := im.block(i, buf); err != nil {
-			t.Fatal(err)
-		}
-		want := make([]byte, blockSize)
-		copy(want, data[i*blockSize:])
-		if !bytes.Equal(buf, want) {
-			t.Errorf("block %d reads wrong", i)
-		}
-	}
-	if im.hole(im.blocks()) {
-		t.Error("a block past the end counts as a hole")
+	off, err := f.Seek(0, seekHole)
+	return err == nil && off == 0
+}
+
+// The data map marks every block that holds a written byte and leaves the blocks of
+// holes clear, so those read as zeros without touching the file; a hole may end the
+// file too (SEEK_DATA then finds nothing more).
+func TestDataBlocksFindsHoles(t *testing.T) {
+	dataEnd := make([]byte, 10*blockSize+1000)
+	dataEnd[2*blockSize+100] = 1                          // inside block 2
+	copy(dataEnd[6*blockSize-10:], "across the boundary") // the end of 5 and the start of 6
+	dataEnd[10*blockSize+999] = 7                         // the partial last block
+	holeEnd := make([]byte, 6*blockSize)
+	holeEnd[blockSize] = 3
+	for _, tc := range []struct {
+		name     string
+		data     []byte
+		withData map[int64]bool
+	}{
+		{"data at the end", dataEnd, map[int64]bool{2: true, 5: true, 6: true, 10: true}},
+		{"a hole at the end", holeEnd, map[int64]bool{1: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if !reportsHoles(t, dir) {
+				t.Skipf("the file system of %s does not report holes (SEEK_HOLE)", dir)
+			}
+			path := filepath.Join(dir, "sparse.img")
+			writeSparse(t, path, tc.data)
+			im, err := openImage(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im.Close()
+			if im.data == nil {
+				t.Fatal("no data map for a sparse file on a file system that reports holes")
+			}
+			buf := make([]byte, blockSize)
+			for i := range im.blocks() {
+				if im.hole(i) == tc.withData[i] {
+					t.Errorf("block %d: hole %v, want %v", i, im.hole(i), !tc.withData[i])
+				}
+				if err := im.block(i, buf); err != nil {
+					t.Fatal(err)
+				}
+				want := make([]byte, blockSize)
+				copy(want, tc.data[i*blockSize:])
+				if !bytes.Equal(buf, want) {
+					t.Errorf("block %d reads wrong", i)
+				}
+			}
+			if im.hole(im.blocks()) {
+				t.Error("a block past the end counts as a hole")
+			}
+		})
 	}
 }
 
