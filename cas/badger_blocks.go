@@ -22,6 +22,9 @@ type badgerBlocks struct {
 	// gate is taken around every write: the store holds it exclusively while a
 	// collection flushes Badger's memtable, which makes Badger refuse writes.
 	gate func(func() error) error
+	// maxTxnBytes bounds the block bytes of one transaction: half a value-log file
+	// (DESIGN.md rule 34).
+	maxTxnBytes int
 }
 
 var _ core.BlockStore = (*badgerBlocks)(nil)
@@ -33,18 +36,28 @@ func (b *badgerBlocks) Put(ctx context.Context, blocks []core.StoredBlock) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := b.gate(func() error {
-		return b.db.Update(func(txn *badger.Txn) error {
-			for _, bl := range blocks {
-				if err := txn.SetEntry(badger.NewEntry(blockKey(bl.Digest), bl.Data).WithMeta(bl.Tag)); err != nil {
-					return err
+	// Blocks are content-addressed, so writing them in several transactions changes
+	// nothing a reader can see: a block map names them only after Put returns.
+	for len(blocks) > 0 {
+		n, bytes := 1, len(blocks[0].Data)
+		for n < len(blocks) && bytes+len(blocks[n].Data) <= b.maxTxnBytes {
+			bytes += len(blocks[n].Data)
+			n++
+		}
+		err := b.gate(func() error {
+			return b.db.Update(func(txn *badger.Txn) error {
+				for _, bl := range blocks[:n] {
+					if err := txn.SetEntry(badger.NewEntry(blockKey(bl.Digest), bl.Data).WithMeta(bl.Tag)); err != nil {
+						return err
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		})
-	})
-	if err != nil {
-		return fmt.Errorf("badger blocks: put %d: %w", len(blocks), err)
+		if err != nil {
+			return fmt.Errorf("badger blocks: put %d: %w", n, err)
+		}
+		blocks = blocks[n:]
 	}
 	return nil
 }

@@ -171,9 +171,7 @@ func (s *Store) rotateValueLog() (bool, error) {
 		if fid == 0 {
 			return false, nil
 		}
-		// used may exceed what Badger wrote by a page or a preallocated extent; the
-		// margin makes one padding enough in the common case and the loop covers the rest.
-		pad := min(max(size-used+1<<20, s.opts.ValueThreshold), size)
+		pad := rotationPadding(size, used, s.opts.ValueThreshold)
 		var keys [][]byte
 		for off := int64(0); off < pad; off += int64(len(zeros)) {
 			keys = append(keys, append(metaKey(rotatePrefix), strconv.Itoa(len(keys))...))
@@ -197,6 +195,18 @@ func (s *Store) rotateValueLog() (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// rotationPadding is how many bytes of padding take a head of about used bytes (its
+// allocated blocks, which may exceed what Badger wrote by a page or a preallocated
+// extent) past size, so that Badger starts a new file: the rest of the file plus a
+// margin that makes one padding enough in the common case (rotateValueLog's loop
+// covers the rest), at least one value-log value. The margin is at most a quarter
+// file and the padding at most one file, so the head stays below the twice its size
+// that Badger maps (DESIGN.md rule 34).
+func rotationPadding(size, used, valueThreshold int64) int64 {
+	margin := min(1<<20, size/4)
+	return min(max(size-used+margin, valueThreshold), size)
 }
 
 // rotatePrefix starts the names of the padding values (metaKey).

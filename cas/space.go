@@ -106,8 +106,15 @@ func storeSizes(opts Options, total uint64) (vlog, memtable int64) {
 	if memtable <= 0 {
 		memtable = min(max(int64(total/64)&^(1<<20-1), 1<<20), 64<<20)
 	}
+	// Badger's value-log rewrite writes batches of up to 15 % of the memtable in one
+	// request; at most three files' worth keeps a batch under half a file (DESIGN.md
+	// rule 34). Only a value-log file set small on a large file system is affected.
+	memtable = min(memtable, maxMemTableFiles*vlog)
 	return vlog, memtable
 }
+
+// maxMemTableFiles bounds the memtable in value-log files (rule 34).
+const maxMemTableFiles = 3
 
 // reserveFor is the reserve only deletes and collections may use (see spaceGuard):
 // what one value-log rewrite writes before it deletes the file it empties. A

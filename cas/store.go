@@ -224,7 +224,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.blocks = opts.Blocks
 	if s.blocks == nil {
-		s.local = &badgerBlocks{db: db, gate: s.gated}
+		s.local = &badgerBlocks{db: db, gate: s.gated, maxTxnBytes: int(opts.ValueLogFileSize / 2)}
 		s.blocks = s.local
 	}
 	if opts.WrapBlocks != nil {
