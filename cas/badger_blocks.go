@@ -39,9 +39,9 @@ func (b *badgerBlocks) Put(ctx context.Context, blocks []core.StoredBlock) error
 	// Blocks are content-addressed, so writing them in several transactions changes
 	// nothing a reader can see: a block map names them only after Put returns.
 	for len(blocks) > 0 {
-		n, bytes := 1, len(blocks[0].Data)
-		for n < len(blocks) && bytes+len(blocks[n].Data) <= b.maxTxnBytes {
-			bytes += len(blocks[n].Data)
+		n, size := 1, len(blocks[0].Data)
+		for n < len(blocks) && size+len(blocks[n].Data) <= b.maxTxnBytes {
+			size += len(blocks[n].Data)
 			n++
 		}
 		err := b.gate(func() error {

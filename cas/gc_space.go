@@ -202,8 +202,8 @@ func (s *Store) rotateValueLog() (bool, error) {
 // extent) past size, so that Badger starts a new file: the rest of the file plus a
 // margin that makes one padding enough in the common case (rotateValueLog's loop
 // covers the rest), at least one value-log value. The margin is at most a quarter
-// file and the padding at most one file, so the head stays below the twice its size
-// that Badger maps (DESIGN.md rule 34).
+// file and the padding at most one file, so the head stays below twice its size,
+// which is what Badger maps (DESIGN.md rule 34).
 func rotationPadding(size, used, valueThreshold int64) int64 {
 	margin := min(1<<20, size/4)
 	return min(max(size-used+margin, valueThreshold), size)

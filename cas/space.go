@@ -89,7 +89,7 @@ const (
 )
 
 // storeSizes are Badger's file sizes for a file system of total bytes, when the options
-// do not give them: a 256 MiB value-log file and a 64 MiB memtable (Badger's default)
+// do not give them: a 64 MiB value-log file and a 64 MiB memtable (Badger's default)
 // on file systems of 4 GiB and more, a sixteenth and a sixty-fourth of the file system
 // below that (at least Badger's minimum of 1 MiB), so a small file system is not
 // mostly reserve.

@@ -29,12 +29,13 @@ func largestValueLog(t *testing.T, dir string) (string, int64) {
 	return name, largest
 }
 
-// No write makes Badger grow the value-log file it is writing past the twice its size
-// it maps it with (DESIGN.md rule 34): Badger remaps the file then without the lock its
-// readers hold, and a concurrent read can see another mapping's bytes (a block that
-// "does not hash to its key") or fault. A grown file keeps its size once finished, so
-// every file is checked after each kind of writer: group commits of concurrent puts,
-// a collection's rewrites of files (Badger's batches) and value-log rotations.
+// No write makes Badger grow the value-log file it is writing past twice its size,
+// which is what Badger maps (DESIGN.md rule 34): Badger would remap the file without
+// the lock its readers hold, and a concurrent read could see another mapping's bytes (a
+// block that "does not hash to its key") or fault. A grown file keeps its size once
+// finished, so every file is checked after each kind of writer: group commits of
+// concurrent puts, a collection's rewrites of files (Badger's batches) and value-log
+// rotations.
 func TestValueLogHeadNeverOutgrowsItsMapping(t *testing.T) {
 	dir := t.TempDir()
 	s := countedStore(t, dir, nil) // 1 MiB value-log files, mapped at 2 MiB
