@@ -5,12 +5,8 @@ import (
 	"io"
 	"os"
 	"syscall"
-)
 
-// Whence values of lseek(2) for sparse files (Linux, and the BSDs and macOS alike).
-const (
-	seekData = 3
-	seekHole = 4
+	"golang.org/x/sys/unix"
 )
 
 // dataBlocks asks the file system which blocks of an image hold data, with SEEK_DATA
@@ -24,14 +20,14 @@ func dataBlocks(f *os.File, size int64) []uint64 {
 	n := (size + blockSize - 1) / blockSize
 	set := make([]uint64, (n+63)/64)
 	for off := int64(0); off < size; {
-		start, err := f.Seek(off, seekData)
+		start, err := f.Seek(off, unix.SEEK_DATA)
 		if errors.Is(err, syscall.ENXIO) {
 			break // no data after off: the rest is a hole
 		}
 		if err != nil {
 			return nil
 		}
-		end, err := f.Seek(start, seekHole)
+		end, err := f.Seek(start, unix.SEEK_HOLE)
 		if err != nil || end <= start {
 			return nil
 		}

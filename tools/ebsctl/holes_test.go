@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeSparse writes data as a sparse file: only its non-zero 4 KiB pages are written,
@@ -43,7 +45,7 @@ func reportsHoles(t *testing.T, dir string) bool {
 	if err := f.Truncate(1 << 20); err != nil {
 		t.Fatal(err)
 	}
-	off, err := f.Seek(0, seekHole)
+	off, err := f.Seek(0, unix.SEEK_HOLE)
 	return err == nil && off == 0
 }
 
