@@ -36,8 +36,10 @@ func (b *badgerBlocks) Put(ctx context.Context, blocks []core.StoredBlock) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// Blocks are content-addressed, so writing them in several transactions changes
-	// nothing a reader can see: a block map names them only after Put returns.
+	// The group committer never needs more than one transaction (its groups are
+	// bounded the same way); a move's batches may. Blocks are content-addressed, so
+	// writing them in several transactions changes nothing a reader can see: a block
+	// map names them only after Put returns.
 	for len(blocks) > 0 {
 		n, size := 1, len(blocks[0].Data)
 		for n < len(blocks) && size+len(blocks[n].Data) <= b.maxTxnBytes {

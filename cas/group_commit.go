@@ -26,6 +26,14 @@ type writeOp struct {
 	done   chan error
 }
 
+// blockBytes is what the op adds to its group's block-store write.
+func (op *writeOp) blockBytes() int {
+	if op.block == nil {
+		return 0
+	}
+	return len(op.block.Data)
+}
+
 // putsInFlight tracks, per digest, the puts between their lookup of the block and
 // their commit, so that a commit can tell whether its block may have been stored by
 // another put since its lookup said it was absent (DESIGN.md rule 2): only then does
@@ -84,18 +92,29 @@ func (b *putsOfBlock) overlappedNow(p *putsInFlight) bool {
 func (s *Store) groupCommitLoop() {
 	defer s.wg.Done()
 	group := make([]*writeOp, 0, maxGroup)
+	var next *writeOp // an op that would have taken the last group past its bytes
 	for {
-		select {
-		case <-s.stop:
-			return
-		case op := <-s.writes:
-			group = append(group[:0], op)
+		if next == nil {
+			select {
+			case <-s.stop:
+				return
+			case op := <-s.writes:
+				next = op
+			}
 		}
+		group = append(group[:0], next)
+		size := next.blockBytes()
+		next = nil
 	fill:
 		for len(group) < maxGroup {
 			select {
 			case op := <-s.writes:
+				if size+op.blockBytes() > s.groupBlockBytes {
+					next = op // it starts the next group
+					break fill
+				}
 				group = append(group, op)
+				size += op.blockBytes()
 			default:
 				break fill
 			}

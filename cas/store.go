@@ -117,6 +117,9 @@ type Store struct {
 
 	writes    chan *writeOp // to the group committer
 	firstPuts putsInFlight  // puts between their lookup of a block and their commit
+	// groupBlockBytes bounds the block bytes of one group commit: half a value-log file
+	// on the embedded engine (DESIGN.md rule 34), so its one transaction stays whole.
+	groupBlockBytes int
 
 	// space refuses writes before the file system is full (space.go).
 	space *spaceGuard
@@ -223,9 +226,11 @@ func Open(opts Options) (*Store, error) {
 		s.cat, s.localCat = opts.WrapCatalog(s.cat), nil
 	}
 	s.blocks = opts.Blocks
+	s.groupBlockBytes = maxGroupBytes
 	if s.blocks == nil {
 		s.local = &badgerBlocks{db: db, gate: s.gated, maxTxnBytes: int(opts.ValueLogFileSize / 2)}
 		s.blocks = s.local
+		s.groupBlockBytes = s.local.maxTxnBytes
 	}
 	if opts.WrapBlocks != nil {
 		s.blocks, s.local = opts.WrapBlocks(s.blocks), nil

@@ -67,6 +67,11 @@ func TestValueLogHeadNeverOutgrowsItsMapping(t *testing.T) {
 		ids = append(ids, id)
 		check("concurrent puts")
 	}
+	// Each of those blocks is half a file: the committer gave each a commit of its own,
+	// so a group's one transaction stays whole (a move's batches are split instead).
+	if gc := s.Counters().GroupCommits; gc[1] != 4*maxGroup {
+		t.Fatalf("group commits by size: %v, want %d of one block", gc, 4*maxGroup)
+	}
 	for _, id := range ids[:3] {
 		if err := s.DeleteSnapshot(ctx, owner, id); err != nil {
 			t.Fatal(err)
