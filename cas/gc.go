@@ -23,7 +23,7 @@ type GCReport struct {
 	BytesReclaimed  int64 `json:"bytesReclaimed"`
 	BlocksKept      int64 `json:"blocksKept"`
 	// BytesKept is the stored (compressed) size of the blocks kept: what the store's
-	// files are brought within max(64 MiB, 10%) of (DESIGN.md rule 16).
+	// value log is brought within the bound of DESIGN.md rule 16 of.
 	BytesKept int64 `json:"bytesKept"`
 	// ValueLogFilesRewritten counts Badger value-log files garbage-collected.
 	ValueLogFilesRewritten int `json:"valueLogFilesRewritten"`
@@ -96,7 +96,7 @@ func (s *Store) collect(ctx context.Context, dryRun bool, start time.Time) (rep 
 		s.gcStage(GCSwept, int(rep.BlocksReclaimed))
 		s.stopTracking()
 		live := s.liveStored(rep.BytesKept)
-		if err := s.reclaimValueLog(ctx, live, reclaimTarget(live), &rep); err != nil {
+		if err := s.reclaimValueLog(ctx, live, s.reclaimTarget(live), &rep); err != nil {
 			return rep, err
 		}
 	} else {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // How much space a collection gives back (DESIGN.md rule 16). Badger frees value-log
@@ -28,24 +30,38 @@ import (
 // value-log file bounds how long a put waits.
 
 const (
-	// spaceFloor and spaceFraction make the bound a collection promises: the value log
-	// exceeds the live stored bytes by at most max(spaceFloor, live/spaceFraction).
-	spaceFloor    = 64 << 20
-	spaceFraction = 10
+	// spaceSlack, smallStoreFiles and spaceFraction make the bound a collection
+	// promises (spaceBound).
+	spaceSlack      = 1 << 20
+	smallStoreFiles = 4
+	spaceFraction   = 10
 	// lowDiscardRatio is the smallest share of dead bytes for which step 2 rewrites a
 	// file: below it a rewrite moves almost a whole file to free almost nothing.
 	lowDiscardRatio = 0.02
 	// rotatePiece is the size of the values a rotation pads the head with.
 	rotatePiece = 4 << 20
+	// maxTailScan bounds how far back writtenLength looks for the head's last byte.
+	maxTailScan = 4 << 20
 )
 
-// spaceBound is the most a collected store's value log may exceed its live stored bytes by.
-func spaceBound(live int64) int64 { return max(spaceFloor, live/spaceFraction) }
+// spaceBound is the most a collected store's value log may exceed its live stored
+// bytes by: 1 MiB, plus a tenth of whatever the store holds beyond its first four
+// value-log files (256 MiB by default).
+//
+// Going below a tenth means rewriting files that are mostly live, moving many bytes
+// for each one freed, which a large store must not do at every collection. Its first
+// four files are the exception: rewriting all of them costs four files of I/O, and
+// without it a small store (a first snapshot, a test, a benchmark) kept up to a whole
+// file of dead bytes, as much as its data; after settling, mostly the old copies in
+// the head.
+func (s *Store) spaceBound(live int64) int64 {
+	return max(spaceSlack, (live-smallStoreFiles*s.opts.ValueLogFileSize)/spaceFraction)
+}
 
 // reclaimTarget is where a collection stops rewriting: three quarters of the bound, so
 // the memtable and LSM growth of the next puts do not take the store past it at once,
 // and the next collection does not start with a file to rewrite for a few bytes.
-func reclaimTarget(live int64) int64 { return spaceBound(live) / 4 * 3 }
+func (s *Store) reclaimTarget(live int64) int64 { return s.spaceBound(live) / 4 * 3 }
 
 // liveStored is the stored size of the blocks a collection kept, or more if the
 // counters, which also see the blocks put since the mark, know better.
@@ -73,11 +89,22 @@ func (s *Store) reclaimValueLog(ctx context.Context, live, target int64, rep *GC
 	// statistics pointing at files it cannot give back.
 	limit := s.countValueLogFiles() + 2
 	rotated, checked, room := false, false, false
+	// What is left over after a rotation is not garbage a rewrite can give back (values
+	// other than blocks that outgrew the value threshold, entry headers), or less than
+	// the target: counted again, it would rotate the head at every collection for
+	// nothing. It shrinks as deletes take it away.
+	defer func() {
+		if rotated {
+			s.unmovable = max(0, valueLogBytes(s.opts.Dir)-live)
+		}
+	}()
 	for n := 0; n < limit; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		over := valueLogBytes(s.opts.Dir) - live - target
+		excess := valueLogBytes(s.opts.Dir) - live
+		s.unmovable = min(s.unmovable, max(0, excess)) // deletes took some of it
+		over := excess - s.unmovable - target
 		if over > 0 && !checked {
 			checked, room = true, s.roomToReclaim()
 		}
@@ -166,7 +193,7 @@ func (s *Store) flushMemtable() error {
 func (s *Store) rotateValueLog() (bool, error) {
 	size := s.opts.ValueLogFileSize
 	zeros := make([]byte, min(rotatePiece, size))
-	for range 3 { // the head's size is estimated from its allocated blocks
+	for range 3 { // the head's size is estimated (writtenLength)
 		fid, used := headValueLog(s.opts.Dir)
 		if fid == 0 {
 			return false, nil
@@ -197,9 +224,9 @@ func (s *Store) rotateValueLog() (bool, error) {
 	return false, nil
 }
 
-// rotationPadding is how many bytes of padding take a head of about used bytes (its
-// allocated blocks, which may exceed what Badger wrote by a page or a preallocated
-// extent) past size, so that Badger starts a new file: the rest of the file plus a
+// rotationPadding is how many bytes of padding take a head of about used bytes (what
+// writtenLength finds, which a value ending in zeros makes short by a few bytes) past
+// size, so that Badger starts a new file: the rest of the file plus a
 // margin that makes one padding enough in the common case (rotateValueLog's loop
 // covers the rest), at least one value-log value. The margin is at most a quarter
 // file and the padding at most one file, so the head stays below twice its size,
@@ -246,33 +273,74 @@ func (s *Store) dropRotationPadding() error {
 // files at least half dead. A rewrite writes the live part of a file before deleting
 // it: at most half a file for step 1, which the full-disk reserve (space.go) covers, but
 // almost a whole one for step 2, and a rotation's padding is up to one more. Without two
-// files' worth free, and a memtable's (Badger's default 64 MiB) for Badger to flush and
-// compact, those steps wait for a later collection.
+// files' worth free, and a memtable's for Badger to flush and compact, those steps wait
+// for a later collection.
 func (s *Store) roomToReclaim() bool {
+	need := 2*s.opts.ValueLogFileSize + s.space.memtable
 	free, ok := freeBytes(s.opts.Dir)
-	if !ok || free >= 2*uint64(s.opts.ValueLogFileSize)+spaceFloor {
+	if !ok || free >= uint64(need) {
 		return true
 	}
 	s.log.Warn("garbage collection: too little free space to rewrite value-log files that are mostly live; the store stays above its bound until there is room",
-		"free", free, "needed", 2*s.opts.ValueLogFileSize+spaceFloor)
+		"free", free, "needed", need)
 	return false
 }
 
 // headValueLog returns the number of the value-log file Badger writes (the highest) and
-// the bytes allocated to it, or 0 when there is none.
+// how much of it Badger has written, or 0 when there is none.
 func headValueLog(dir string) (fid uint64, used int64) {
+	fid, head := headValueLogPath(dir)
+	if fid == 0 {
+		return 0, 0
+	}
+	return fid, writtenLength(head)
+}
+
+// headValueLogPath returns the number and path of the value-log file Badger writes
+// (the highest), or 0 when there is none.
+func headValueLogPath(dir string) (fid uint64, head string) {
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	var head string
 	for _, p := range paths {
 		n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".vlog"), 10, 32)
 		if err == nil && n > fid {
 			fid, head = n, p
 		}
 	}
-	if fid == 0 {
-		return 0, 0
+	return fid, head
+}
+
+// writtenLength is how much of the value-log file Badger writes it has written. The
+// file is sparse (mapped at twice its size) and written through the mapping, and the
+// page cache may hold it in large folios (ext4 on Linux 6.16 and later uses up to
+// 2 MiB): a write allocates the whole folio, so the file's allocation runs up to a
+// folio past Badger's last write until Badger trims the file at rotation or close.
+// Counted as garbage, that tail would make every collection rotate the head for
+// nothing. Every entry ends in its checksum, so the written part ends at the last
+// non-zero byte; the scan reads at most maxTailScan back from the end of the data.
+func writtenLength(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return allocated(path)
 	}
-	return fid, allocated(head)
+	defer f.Close()
+	end, err := f.Seek(0, unix.SEEK_HOLE) // the end of the data from the start
+	if err != nil {
+		return allocated(path)
+	}
+	buf := make([]byte, 64<<10)
+	for pos := end; pos > 0 && end-pos < maxTailScan; {
+		n := min(pos, int64(len(buf)))
+		pos -= n
+		if _, err := f.ReadAt(buf[:n], pos); err != nil {
+			return end
+		}
+		for i := n - 1; i >= 0; i-- {
+			if buf[i] != 0 {
+				return pos + i + 1
+			}
+		}
+	}
+	return end
 }
 
 func (s *Store) countValueLogFiles() int {
@@ -280,16 +348,22 @@ func (s *Store) countValueLogFiles() int {
 	return len(paths)
 }
 
-// valueLogBytes is the space the value-log files take on disk (allocated, as du counts
-// them). The bound is kept on the value log alone: the LSM tree's dead entries are gone
+// valueLogBytes is the space the value log takes: the value-log files' allocation, as
+// du counts it, but only the written part of the file Badger writes (writtenLength).
+// The bound is kept on the value log alone: the LSM tree's dead entries are gone
 // once it is flattened, and its live ones (block maps, records) are not stored bytes
 // that any rewrite could shrink; counting them would make every collection rewrite in
 // vain on a store with many large maps.
 func valueLogBytes(dir string) int64 {
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	_, head := headValueLogPath(dir)
 	var n int64
 	for _, p := range paths {
-		n += allocated(p)
+		if p == head {
+			n += min(allocated(p), writtenLength(p))
+		} else {
+			n += allocated(p)
+		}
 	}
 	return n
 }

@@ -31,8 +31,9 @@ func noiseBlock(b []byte, seed uint64) {
 //
 //   - store=134MiB/dead=all: the small store, one value-log file, all deleted.
 //   - store=1024MiB/dead=1in4: no file is half dead, so rewriting only files at least
-//     half dead gave nothing back; meeting max(64 MiB, 10%) means rewriting files three
-//     quarters live, the longest pause a put can meet, for four value-log file sizes.
+//     half dead gave nothing back; meeting the bound (DESIGN.md rule 16) means rewriting
+//     files three quarters live, the longest pause a put can meet, for four value-log
+//     file sizes.
 func BenchmarkGCPutLatency(b *testing.B) {
 	for _, c := range []struct{ sizeMiB, vlogMiB, deadEvery int64 }{{134, 256, 1}, {1024, 32, 4}, {1024, 64, 4}, {1024, 128, 4}, {1024, 256, 4}} {
 		dead := fmt.Sprintf("1in%d", c.deadEvery)

@@ -128,7 +128,11 @@ type Store struct {
 	// collection flushes Badger's memtable (which makes Badger refuse writes): writers
 	// wait a moment instead of failing.
 	writeGate sync.RWMutex
-	gcMu      sync.Mutex  // one collection at a time
+	gcMu      sync.Mutex // one collection at a time
+	// unmovable is what the value log still exceeded the live stored bytes by after
+	// the last collection that rotated it: not garbage a rewrite can give back
+	// (gc_space.go). Guarded by gcMu.
+	unmovable int64
 	tracking  atomic.Bool // a collection is recording the digests puts rely on
 	touchMu   sync.Mutex
 	touched   map[Digest]struct{} // digests put while a collection runs; nil otherwise
