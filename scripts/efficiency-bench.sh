@@ -8,7 +8,8 @@
 # system writes them between two snapshots) ext4 image (scripts/make-image.sh), prints ebsctl's
 # efficiency report for them (logical, written, unique, stored bytes, ratios, growth),
 # then stores both in ebsd (the next one as an incremental child) and in restic (the
-# Debian package, installed if missing) side by side: stored bytes, growth of the second
+# Debian package, installed if missing) side by side: stored bytes (du of each one's
+# directory at rest, ebsd's less its fixed space reserve), growth of the second
 # snapshot, ingest MB/s, and cold read-back MB/s with dd through each one's FUSE mount
 # (the median of --reads rounds, default 5, ebsd's and restic's reads interleaved).
 # --compression is ebsd's for puts (its default: zstd, or s2 with --recompress). With
@@ -94,7 +95,12 @@ start_ebsd() { # start_ebsd [DATA-DIR]
 stop_ebsd() { kill -TERM "$ebsd_pid"; wait "$ebsd_pid" || true; }
 start_ebsd
 ctl() { "$EBSCTL" --endpoint-url "$E" --quiet "$@"; }
-stored() { ctl --json stats | sed 's/.*"storedBytes":\([0-9]*\).*/\1/'; }
+# stored: what the data directory takes on disk (du) with the daemon stopped, as
+# restic's repository is measured, less the space reserve, a preallocated file of fixed
+# size that holds no data (DESIGN.md rule 18; printed on its own). A running daemon's
+# directory is up to a few MiB larger: Badger trims the files it writes at close.
+reserve_file="$work/ebsd-data/space-reserve"
+stored() { echo $(($(bytes "$work/ebsd-data") - $(bytes "$reserve_file"))); }
 # settle: with --recompress, wait (at most 30 minutes) until the settler has logged a
 # pass since the upload and then no further one for 5 idle periods (a pass that began
 # while the upload ran is followed by another), then collect, so the old copies leave the
@@ -116,12 +122,13 @@ settle() {
   settle_took=$(awk -v t0="$t0" -v t1="$(now)" 'BEGIN{printf "%.0f s", t1-t0}')
 }
 t0=$(now); ctl upload --wait --state-dir "$work" "$base" >"$work/up1.out"; t1=$(now); sid1=$(head -1 "$work/up1.out")
-ebsd_in1=$(mbps "$size" "$t0" "$t1"); settle; settle_s1=$settle_took; ebsd_s1=$(stored)
+ebsd_in1=$(mbps "$size" "$t0" "$t1"); settle; settle_s1=$settle_took
+stop_ebsd; ebsd_s1=$(stored); start_ebsd
 t0=$(now); ctl upload --wait --state-dir "$work" --parent "$sid1" --base-image "$base" "$next" >"$work/up2.out"; t1=$(now); sid2=$(head -1 "$work/up2.out")
-ebsd_in2=$(mbps "$size" "$t0" "$t1"); settle; settle_s2=$settle_took; ebsd_s2=$(stored)
+ebsd_in2=$(mbps "$size" "$t0" "$t1"); settle; settle_s2=$settle_took
 [ "$recompress" = off ] || ctl stats | sed 's/^/ebsd stats: /'
-stop_ebsd
-ebsd_disk=$(bytes "$work/ebsd-data")
+stop_ebsd; ebsd_s2=$(stored)
+ebsd_disk=$(bytes "$work/ebsd-data") ebsd_reserve=$(bytes "$reserve_file")
 # Each cold read starts the daemon afresh, so its block cache holds nothing.
 ebsd_cold_read() { # ebsd_cold_read SNAPSHOT-ID: appends its MB/s to rd
   start_ebsd
@@ -206,10 +213,11 @@ echo "== two snapshots of a ${size_mib} MiB volume, side by side"
 codec=${compression:-$([ "$recompress" = off ] && echo zstd || echo s2)} # the daemon's default
 label="ebsd ($codec)"; [ "$recompress" = off ] || label="ebsd ($codec, $recompress)"
 printf '%-34s %16s %16s\n' "" "$label" "restic $(restic version | cut -d' ' -f2)"
-printf '%-34s %16s %16s\n' "stored after base" "$(mib "$ebsd_s1")" "$(mib "$restic_s1")"
-printf '%-34s %16s %16s\n' "stored after next" "$(mib "$ebsd_s2")" "$(mib "$restic_s2")"
+printf '%-34s %16s %16s\n' "stored after base (du)" "$(mib "$ebsd_s1")" "$(mib "$restic_s1")"
+printf '%-34s %16s %16s\n' "stored after next (du)" "$(mib "$ebsd_s2")" "$(mib "$restic_s2")"
 printf '%-34s %16s %16s\n' "growth of the next snapshot" "$(mib $((ebsd_s2 - ebsd_s1)))" "$(mib $((restic_s2 - restic_s1)))"
 printf '%-34s %16s %16s\n' "data directory on disk" "$(mib "$ebsd_disk")" "$(mib "$(bytes "$RESTIC_REPOSITORY")")"
+printf '%-34s %16s %16s\n' "  of which the space reserve" "$(mib "$ebsd_reserve")" "-"
 printf '%-34s %13s MB/s %11s MB/s\n' "ingest base (per logical byte)" "$ebsd_in1" "$restic_in1"
 printf '%-34s %13s MB/s %11s MB/s\n' "ingest next" "$ebsd_in2" "$restic_in2"
 printf '%-34s %13s MB/s %11s MB/s\n' "cold read-back base, dd via FUSE" "$ebsd_rd1" "$restic_rd1"
