@@ -317,16 +317,20 @@ func headValueLogPath(dir string) (fid uint64, head string) {
 // Counted as garbage, that tail would make every collection rotate the head for
 // nothing. Every entry ends in its checksum, so the written part ends at the last
 // non-zero byte; the scan reads at most maxTailScan back from the end of the data.
+// It is never more than the allocation, which is all a file system that cannot tell
+// data from holes (SEEK_HOLE at the end of the file) leaves to go by.
 func writtenLength(path string) int64 {
+	alloc := allocated(path)
 	f, err := os.Open(path)
 	if err != nil {
-		return allocated(path)
+		return alloc
 	}
 	defer f.Close()
 	end, err := f.Seek(0, unix.SEEK_HOLE) // the end of the data from the start
 	if err != nil {
-		return allocated(path)
+		return alloc
 	}
+	end = min(end, alloc)
 	buf := make([]byte, 64<<10)
 	for pos := end; pos > 0 && end-pos < maxTailScan; {
 		n := min(pos, int64(len(buf)))
@@ -360,7 +364,7 @@ func valueLogBytes(dir string) int64 {
 	var n int64
 	for _, p := range paths {
 		if p == head {
-			n += min(allocated(p), writtenLength(p))
+			n += writtenLength(p)
 		} else {
 			n += allocated(p)
 		}
