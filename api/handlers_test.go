@@ -243,6 +243,8 @@ func TestListSnapshotBlocksRefusesInvalidRequests(t *testing.T) {
 		})
 	}
 	wantEBSError(t, a.do("GET", "/snapshots/snap-0123456789abcdef0/blocks", nil, nil), 404, "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND")
+	// Any number of hex digits is the model's shape (^snap-[0-9a-f]+$): unknown, not malformed.
+	wantEBSError(t, a.do("GET", "/snapshots/snap-0/blocks", nil, nil), 404, "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND")
 
 	// maxResults below 100 is raised to 100; startingBlockIndex skips what is before it.
 	var out struct {

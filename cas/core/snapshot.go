@@ -67,7 +67,9 @@ func (s Snapshot) Clone() Snapshot {
 // Blocks is the number of block slots of the volume.
 func (s *Snapshot) Blocks() int64 { return s.VolumeSize * BlocksPerGiB }
 
-var snapshotIDPattern = regexp.MustCompile(`^snap-[0-9a-f]{8,32}$`)
+// snapshotIDPattern is the service model's (`^snap-[0-9a-f]+$`, at most 64 characters):
+// an id of that shape that names no snapshot is not found, not malformed.
+var snapshotIDPattern = regexp.MustCompile(`^snap-[0-9a-f]{1,59}$`)
 
 // ValidSnapshotID reports whether id has the shape of a snapshot id.
 func ValidSnapshotID(id string) bool { return snapshotIDPattern.MatchString(id) }
