@@ -100,6 +100,25 @@ func TestEC2CreateTagsCountsCharacters(t *testing.T) {
 	wantEC2Error(t, a.ec2v("CreateTags", "ResourceId.1="+id+"&Tag.1.Key=k&Tag.1.Value="+formValue(value+"x")), 400, "InvalidParameterValue")
 }
 
+// A CreateTags or DeleteTags naming a snapshot that does not exist fails whole: the
+// snapshots named before it are not changed either.
+func TestEC2TagsChangeAllOrNone(t *testing.T) {
+	a := newTestAPI(t)
+	id := a.completed()
+	missing := "snap-0123456789abcdef0"
+	wantEC2Error(t, a.ec2v("CreateTags", "ResourceId.1="+id+"&ResourceId.2="+missing+"&Tag.1.Key=k&Tag.1.Value=v"), 400, "InvalidSnapshot.NotFound")
+	if tags := a.store.snaps[id].snap.Tags; len(tags) != 0 {
+		t.Fatalf("a failed CreateTags tagged %s: %q", id, tags)
+	}
+	if rec := a.ec2v("CreateTags", "ResourceId.1="+id+"&Tag.1.Key=k&Tag.1.Value=v"); rec.Code != 200 {
+		t.Fatalf("CreateTags: %d %s", rec.Code, rec.Body)
+	}
+	wantEC2Error(t, a.ec2v("DeleteTags", "ResourceId.1="+id+"&ResourceId.2="+missing+"&Tag.1.Key=k"), 400, "InvalidSnapshot.NotFound")
+	if tags := a.store.snaps[id].snap.Tags; len(tags) != 1 {
+		t.Fatalf("a failed DeleteTags changed the tags of %s: %q", id, tags)
+	}
+}
+
 func TestEC2RefusesInvalidRequests(t *testing.T) {
 	a := newTestAPI(t)
 	id := a.completed()

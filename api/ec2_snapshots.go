@@ -319,12 +319,30 @@ func (s *Server) createTags(r *http.Request, form url.Values, dryRun bool) (any,
 	if dryRun {
 		return nil, dryRunSucceeded()
 	}
+	if _, e := s.taggedSnapshots(r, ids); e != nil {
+		return nil, e
+	}
 	for _, id := range ids {
 		if err := s.store.ChangeTags(r.Context(), s.owner(r), id, ch); err != nil {
 			return nil, s.ec2StoreError(r, id, err)
 		}
 	}
 	return ec2Return(r, "CreateTags"), nil
+}
+
+// taggedSnapshots looks up every snapshot a CreateTags/DeleteTags request names before
+// any is changed, so that a request naming one it cannot find fails whole instead of
+// tagging the others first.
+func (s *Server) taggedSnapshots(r *http.Request, ids []string) ([]cas.Snapshot, *ec2Error) {
+	snaps := make([]cas.Snapshot, len(ids))
+	for i, id := range ids {
+		snap, err := s.store.Snapshot(r.Context(), s.owner(r), id)
+		if err != nil {
+			return nil, s.ec2StoreError(r, id, err)
+		}
+		snaps[i] = snap
+	}
+	return snaps, nil
 }
 
 func (s *Server) deleteTags(r *http.Request, form url.Values, dryRun bool) (any, *ec2Error) {
@@ -344,11 +362,12 @@ func (s *Server) deleteTags(r *http.Request, form url.Values, dryRun bool) (any,
 	if dryRun {
 		return nil, dryRunSucceeded()
 	}
-	for _, id := range ids {
-		snap, err := s.store.Snapshot(r.Context(), s.owner(r), id)
-		if err != nil {
-			return nil, s.ec2StoreError(r, id, err)
-		}
+	snaps, e := s.taggedSnapshots(r, ids)
+	if e != nil {
+		return nil, e
+	}
+	for i, id := range ids {
+		snap := snaps[i]
 		remove := ch
 		if len(ch.Remove) == 0 { // no Tag given: every tag goes
 			remove.Remove = nil
