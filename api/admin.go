@@ -91,12 +91,17 @@ type digestJSON struct {
 func (s *Server) digests(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	info(r).snapshot = id
-	if _, ok := s.snapshotForRead(w, r, id); !ok {
-		return
+	apiErr := snapshotIDError(id)
+	var start int64
+	var limit int
+	if apiErr == nil {
+		start, limit, apiErr = digestsPage(r.URL.Query())
 	}
-	start, limit, apiErr := digestsPage(r.URL.Query())
 	if apiErr != nil {
 		writeError(w, apiErr)
+		return
+	}
+	if _, ok := s.snapshotForRead(w, r, id); !ok {
 		return
 	}
 	out := struct {

@@ -9,17 +9,20 @@ import (
 func (s *Server) getSnapshotBlock(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	info(r).snapshot = id
-	index, apiErr := blockIndex(r)
+	apiErr := snapshotIDError(id)
+	var index int64
+	if apiErr == nil {
+		index, apiErr = blockIndex(r)
+	}
+	tok := r.URL.Query().Get("blockToken")
+	if apiErr == nil && tok == "" {
+		apiErr = invalid(reasonInvalidBlockToken, "blockToken is required; get one from ListSnapshotBlocks or ListChangedBlocks")
+	}
 	if apiErr != nil {
 		writeError(w, apiErr)
 		return
 	}
 	if _, ok := s.snapshotForRead(w, r, id); !ok {
-		return
-	}
-	tok := r.URL.Query().Get("blockToken")
-	if tok == "" {
-		writeError(w, invalid(reasonInvalidBlockToken, "blockToken is required; get one from ListSnapshotBlocks or ListChangedBlocks"))
 		return
 	}
 	d, err := s.tokens.openBlockToken(tok, id, index)

@@ -245,6 +245,18 @@ func TestListSnapshotBlocksRefusesInvalidRequests(t *testing.T) {
 	wantEBSError(t, a.do("GET", "/snapshots/snap-0123456789abcdef0/blocks", nil, nil), 404, "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND")
 	// Any number of hex digits is the model's shape (^snap-[0-9a-f]+$): unknown, not malformed.
 	wantEBSError(t, a.do("GET", "/snapshots/snap-0/blocks", nil, nil), 404, "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND")
+	// Parameters are checked before the snapshot is looked up, as AWS validates a
+	// request against its model first.
+	for _, tc := range []struct{ name, target, reason string }{
+		{"list, maxResults too large", "/snapshots/snap-0/blocks?maxResults=20000", "INVALID_PARAMETER_VALUE"},
+		{"changed, first malformed", "/snapshots/snap-0/changedblocks?firstSnapshotId=snap-zz", "INVALID_SNAPSHOT_ID"},
+		{"get, no block token", "/snapshots/snap-0/blocks/0", "INVALID_BLOCK_TOKEN"},
+		{"digests, bad start", "/ebsd/v1/snapshots/snap-0/digests?startingBlockIndex=x", "INVALID_PARAMETER_VALUE"},
+	} {
+		t.Run("unknown snapshot, "+tc.name, func(t *testing.T) {
+			wantEBSError(t, a.do("GET", tc.target, nil, nil), 400, "ValidationException", tc.reason)
+		})
+	}
 
 	// maxResults below 100 is raised to 100; startingBlockIndex skips what is before it.
 	var out struct {

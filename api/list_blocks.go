@@ -74,11 +74,19 @@ func (s *Server) readPage(r *http.Request, op, snap, first string) (page, *Error
 	return p, nil
 }
 
-func (s *Server) snapshotForRead(w http.ResponseWriter, r *http.Request, id string) (cas.Snapshot, bool) {
+// snapshotIDError refuses an id that does not have a snapshot id's shape. The read
+// handlers check every parameter's form before they look anything up, as AWS
+// validates a request against its model first: a bad parameter is a
+// ValidationException whether or not the snapshot exists.
+func snapshotIDError(id string) *Error {
 	if !cas.ValidSnapshotID(id) {
-		writeError(w, invalid(reasonInvalidSnapshotID, "%q is not a snapshot id (snap-<hex>)", id))
-		return cas.Snapshot{}, false
+		return invalid(reasonInvalidSnapshotID, "%q is not a snapshot id (snap-<hex>)", id)
 	}
+	return nil
+}
+
+// snapshotForRead returns the completed snapshot id names (an id already checked).
+func (s *Server) snapshotForRead(w http.ResponseWriter, r *http.Request, id string) (cas.Snapshot, bool) {
 	snap, err := s.store.Snapshot(r.Context(), s.owner(r), id)
 	if err != nil {
 		s.fail(w, r, err)
@@ -94,13 +102,17 @@ func (s *Server) snapshotForRead(w http.ResponseWriter, r *http.Request, id stri
 func (s *Server) listSnapshotBlocks(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	info(r).snapshot = id
-	snap, ok := s.snapshotForRead(w, r, id)
-	if !ok {
-		return
+	apiErr := snapshotIDError(id)
+	var pg page
+	if apiErr == nil {
+		pg, apiErr = s.readPage(r, "list", id, "")
 	}
-	pg, apiErr := s.readPage(r, "list", id, "")
 	if apiErr != nil {
 		writeError(w, apiErr)
+		return
+	}
+	snap, ok := s.snapshotForRead(w, r, id)
+	if !ok {
 		return
 	}
 	slots, next, err := s.viewPage(r, id, pg, "list", "")
@@ -137,20 +149,27 @@ func (s *Server) viewPage(r *http.Request, id string, pg page, op, first string)
 func (s *Server) listChangedBlocks(w http.ResponseWriter, r *http.Request) {
 	second := r.PathValue("id")
 	info(r).snapshot = second
+	first := r.URL.Query().Get("firstSnapshotId")
+	apiErr := snapshotIDError(second)
+	if apiErr == nil && first != "" {
+		apiErr = snapshotIDError(first)
+	}
+	var pg page
+	if apiErr == nil {
+		pg, apiErr = s.readPage(r, "changed", second, first)
+	}
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
+	}
 	snap, ok := s.snapshotForRead(w, r, second)
 	if !ok {
 		return
 	}
-	first := r.URL.Query().Get("firstSnapshotId")
 	if first != "" {
 		if _, ok := s.snapshotForRead(w, r, first); !ok {
 			return
 		}
-	}
-	pg, apiErr := s.readPage(r, "changed", second, first)
-	if apiErr != nil {
-		writeError(w, apiErr)
-		return
 	}
 	out := listChangedBlocksJSON{ChangedBlocks: []changedBlockJSON{}, VolumeSize: snap.VolumeSize, BlockSize: cas.BlockSize}
 	expiry := s.tokens.clock.Now().Add(blockTokenTTL)
