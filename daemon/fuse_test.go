@@ -591,3 +591,23 @@ func TestFUSEAllowOtherGrantsAGroup(t *testing.T) {
 	out, err = asUser(t, nobodyUID, nogroupGID, nil, "head", "-c", "16", img)
 	wantPermissionDenied(t, out, err)
 }
+
+// A loop device over an image keeps the FUSE mount busy when the daemon stops: the
+// unmount fails, the lazy detach leaves the connection serving the device, and the
+// daemon must end it before it closes the store. It aborts the connection through the
+// FUSE control file system, mounting that first where nothing has (a container), and
+// stops cleanly; the device then reads nothing more from a store that is gone.
+func TestFUSEStopWhileALoopDeviceHoldsAnImage(t *testing.T) {
+	td := newFUSEDaemon(t, "losetup")
+	id := writeSnapshot(t, td.client(), "", 1, map[int32][]byte{0: block(7)})
+	dev := strings.TrimSpace(run(t, "losetup", "-r", "-f", "--show", filepath.Join(td.cfg.mount, id)))
+	t.Cleanup(func() { _ = command(t, "losetup", "-d", dev).Run() })
+	if got := run(t, "dd", "if="+dev, "bs=4096", "count=1", "status=none"); got != string(block(7)[:4096]) {
+		t.Fatalf("the loop device reads %d bytes that are not the image's first page", len(got))
+	}
+	err := td.d.stop()
+	td.d = nil
+	if err != nil {
+		t.Fatalf("stopping while a loop device holds an image: %v", err)
+	}
+}

@@ -274,7 +274,7 @@ func (m *Mount) Close(ctx context.Context) error {
 	if err != nil {
 		m.log.Warn("FUSE unmount failed, detaching lazily", "dir", m.dir, "err", err)
 		if derr := syscall.Unmount(m.dir, syscall.MNT_DETACH); derr != nil && !errors.Is(derr, syscall.EINVAL) {
-			return fmt.Errorf("fusefs: unmount %s: %w", m.dir, errors.Join(err, derr))
+			return fmt.Errorf("fusefs: unmount %s: %w: %w", m.dir, ErrStillServing, errors.Join(err, derr))
 		}
 	}
 	served := make(chan struct{})
@@ -285,14 +285,37 @@ func (m *Mount) Close(ctx context.Context) error {
 		// Something (a loop device, an open image) still holds the detached mount:
 		// abort the connection so no request reaches a store that is closing.
 		m.log.Warn("aborting FUSE connection still in use", "dir", m.dir)
-		abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", devMinor(m.dev))
-		if aerr := os.WriteFile(abort, []byte("1"), 0o200); aerr != nil {
-			return fmt.Errorf("fusefs: %s still in use and cannot abort it: %w", m.dir, aerr)
+		if aerr := m.abort(); aerr != nil {
+			return fmt.Errorf("fusefs: %s still in use and cannot abort it: %w: %w", m.dir, ErrStillServing, aerr)
 		}
 		<-served
 	}
 	m.log.Info("FUSE export unmounted", "dir", m.dir)
 	return nil
+}
+
+// ErrStillServing says Close could not stop the FUSE server: requests may still come
+// in, so whatever serves them must stay open.
+var ErrStillServing = errors.New("the FUSE export may still be serving requests")
+
+// fuseControl is where the kernel's FUSE control file system is mounted.
+const fuseControl = "/sys/fs/fuse/connections"
+
+// abort ends the FUSE connection through its control file. The control file system
+// is mounted by systemd on most machines but not in most containers: where nothing
+// has mounted it, abort mounts it (as root, which aborting needs anyway) and leaves
+// it mounted, as systemd would.
+func (m *Mount) abort() error {
+	file := fmt.Sprintf("%s/%d/abort", fuseControl, devMinor(m.dev))
+	err := os.WriteFile(file, []byte("1"), 0o200)
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if merr := syscall.Mount("fusectl", fuseControl, "fusectl", 0, ""); merr != nil && !errors.Is(merr, syscall.EBUSY) {
+		return errors.Join(err, fmt.Errorf("mount the FUSE control file system on %s: %w", fuseControl, merr))
+	}
+	m.log.Info("mounted the FUSE control file system to abort the connection", "dir", fuseControl)
+	return os.WriteFile(file, []byte("1"), 0o200)
 }
 
 func devMajor(dev uint64) uint64 { return (dev>>8)&0xfff | (dev>>32)&^0xfff }
