@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ebs/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/ebsd/ebsd/cas"
 	"github.com/ebsd/ebsd/cas/castest"
@@ -609,5 +610,35 @@ func TestFUSEStopWhileALoopDeviceHoldsAnImage(t *testing.T) {
 	td.d = nil
 	if err != nil {
 		t.Fatalf("stopping while a loop device holds an image: %v", err)
+	}
+}
+
+// The metadata file beside an image follows the snapshot's tags, which CreateTags and
+// DeleteTags change after completion: each open reads the record as it is then, even
+// after the kernel has cached the file (a read through the page cache would have kept
+// the old bytes for as long as it kept the inode).
+func TestFUSEMetadataFollowsTags(t *testing.T) {
+	td := newFUSEDaemon(t, "cat")
+	id := writeSnapshot(t, td.client(), "", 1, map[int32][]byte{0: block(1)})
+	meta := filepath.Join(td.cfg.mount, id+".json")
+	if got := run(t, "cat", meta); strings.Contains(got, `"tags"`) {
+		t.Fatalf("an untagged snapshot's metadata lists tags:\n%s", got)
+	}
+	ctx := context.Background()
+	e := newEC2Client(td.url())
+	if _, err := e.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []ec2types.Tag{ec2Tag("purpose", "restore-test")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, "cat", meta); !strings.Contains(got, `"key": "purpose"`) || !strings.Contains(got, `"value": "restore-test"`) {
+		t.Fatalf("after CreateTags the metadata file says:\n%s", got)
+	}
+	if _, err := e.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{id}, Tags: []ec2types.Tag{{Key: aws.String("purpose")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []ec2types.Tag{ec2Tag("owner", "ops")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, "cat", meta); strings.Contains(got, "purpose") || !strings.Contains(got, `"key": "owner"`) {
+		t.Fatalf("after DeleteTags and CreateTags the metadata file says:\n%s", got)
 	}
 }

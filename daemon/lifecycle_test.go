@@ -229,7 +229,6 @@ func TestEC2WaiterTagsAndDelete(t *testing.T) {
 		}
 		return m
 	}
-	ec2Tag := func(k, v string) ec2types.Tag { return ec2types.Tag{Key: aws.String(k), Value: aws.String(v)} }
 	if _, err := e.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: []ec2types.Tag{ec2Tag("Name", "root"), ec2Tag("k", "v")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -580,3 +579,6 @@ func TestEC2QueryOverGET(t *testing.T) {
 		t.Fatalf("GET DescribeSnapshots of an unknown id: %d\n%s", r.status, r.body)
 	}
 }
+
+// ec2Tag is an EC2 tag of key k and value v.
+func ec2Tag(k, v string) ec2types.Tag { return ec2types.Tag{Key: aws.String(k), Value: aws.String(v)} }

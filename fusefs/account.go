@@ -136,7 +136,8 @@ func (e *export) lookupSnapshot(ctx context.Context, parent *fs.Inode, account, 
 	out.SetAttrTimeout(e.attrTimeout(account))
 	if meta {
 		node := newMetaFile(e, account, snap)
-		node.attr(&out.Attr, acc)
+		node.attr(&out.Attr, acc, len(metaContent(snap)))
+		out.SetAttrTimeout(min(metaTimeout, e.attrTimeout(account))) // its tags may change
 		return parent.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: inodeOf(id, true)}), 0
 	}
 	node := &imageFile{exp: e, owner: account, snap: snap}
