@@ -293,6 +293,13 @@ func TestMountAllowOtherOwnersAndModes(t *testing.T) {
 			t.Fatalf("stat %s: %v; want it not to exist", p, err)
 		}
 	}
+	// statfs answers on every kind of path, with a name length programs can size by.
+	for _, p := range []string{root, dirB, filepath.Join(root, idA), filepath.Join(root, idA+metaSuffix)} {
+		var sf syscall.Statfs_t
+		if err := syscall.Statfs(p, &sf); err != nil || sf.Namelen != 255 || sf.Bsize != 4096 {
+			t.Fatalf("statfs %s: %v, name length %d, block size %d; want 255 and 4096", p, err, sf.Namelen, sf.Bsize)
+		}
+	}
 	wantAttr(t, root, syscall.S_IFDIR|0o550, 0, grantGID)
 	stA := wantAttr(t, filepath.Join(root, idA), syscall.S_IFREG|0o440, 0, grantGID)
 	wantAttr(t, filepath.Join(root, idA+metaSuffix), syscall.S_IFREG|0o440, 0, grantGID)
