@@ -307,6 +307,10 @@ func TestReadsOfUnreadableSnapshots(t *testing.T) {
 	wantValidation(t, err, types.ValidationExceptionReasonInvalidSnapshotId)
 	_, err = c.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: aws.String("snap-0123456789abcdef0")})
 	wantError[*types.ResourceNotFoundException](t, err)
+	// A malformed parameter is reported as such before the snapshot is looked at, as
+	// AWS validates a request against its model first.
 	r := td.raw("GET", "/snapshots/"+pending+"/blocks?maxResults=abc", nil, nil, 0)
+	wantAWSError(t, r, 400, "ValidationException", "INVALID_PARAMETER_VALUE")
+	r = td.raw("GET", "/snapshots/"+pending+"/blocks?maxResults=100", nil, nil, 0)
 	wantAWSError(t, r, 400, "ValidationException", "INVALID_SNAPSHOT_ID")
 }
