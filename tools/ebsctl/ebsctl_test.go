@@ -311,6 +311,57 @@ func TestIncrementalUploadAndDiff(t *testing.T) {
 	}
 }
 
+// An incremental upload of an image that ends before its parent's data does (a disk
+// shrunk within the same volume) must make the child read zeros past the image's end:
+// it sends zero blocks over the parent's data there, whether the base image or the
+// parent's own block map tells where that data is.
+func TestIncrementalUploadOfAShorterImage(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.img")
+	data := makeImage(t, base, 40, 0)
+	parent := firstLine(mustEbsctl(t, d.url, "upload", "--state-dir", dir, base))
+	next := filepath.Join(dir, "next.img")
+	short := append([]byte(nil), data[:20*blockSize]...)
+	short[blockSize] ^= 1
+	if err := os.WriteFile(next, short, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--base-image", base}, nil} {
+		upload := append([]string{"upload", "--parent", parent, "--state-dir", t.TempDir()}, args...)
+		child := firstLine(mustEbsctl(t, d.url, append(upload, next)...))
+		if out, code := ebsctl(t, d.url, "verify", child, next); code != 0 {
+			t.Fatalf("upload %v of an image shorter than its parent's data: the child is not the image:\n%s", args, out)
+		}
+	}
+}
+
+// A pipe has no size, and a snapshot's volume size comes first: uploading one is
+// refused (it became an empty snapshot, reported as completed), without waiting for a
+// writer.
+func TestUploadRefusesAPipe(t *testing.T) {
+	d := startDaemon(t)
+	fifo := filepath.Join(t.TempDir(), "image")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Held open read-write, the pipe has a writer: an upload that opened it would not
+	// wait for one (on Linux such an open never blocks), it would read it.
+	held, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"--endpoint-url", d.url, "--quiet", "upload", "--state-dir", t.TempDir(), fifo}, &out, &errOut)
+	if code == 0 || !strings.Contains(errOut.String(), "not a regular file or a block device") {
+		t.Fatalf("upload of a pipe: exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+	if st := stats(t, d.url); st.Snapshots != 0 {
+		t.Fatalf("a refused upload left %d snapshots", st.Snapshots)
+	}
+}
+
 // Killing ebsctl in the middle of an upload and running it again resumes the same
 // snapshot: no duplicate, right content, only the missing blocks sent.
 func TestUploadResumesAfterKill(t *testing.T) {

@@ -9,7 +9,10 @@ import (
 	"os"
 )
 
-const blockSize = 524288
+const (
+	blockSize    = 524288
+	blocksPerGiB = 1 << 30 / blockSize
+)
 
 var zeroBlock = make([]byte, blockSize)
 
@@ -21,6 +24,10 @@ type imageFile struct {
 }
 
 func openImage(path string) (*imageFile, error) {
+	// Opening a pipe waits for a writer: look before opening, and again after.
+	if fi, err := os.Stat(path); err == nil && !imageMode(fi.Mode()) {
+		return nil, notAnImage(path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -31,7 +38,11 @@ func openImage(path string) (*imageFile, error) {
 		return nil, err
 	}
 	size := fi.Size()
-	if fi.Mode()&os.ModeDevice != 0 {
+	if !imageMode(fi.Mode()) {
+		f.Close()
+		return nil, notAnImage(path)
+	}
+	if !fi.Mode().IsRegular() {
 		if size, err = f.Seek(0, io.SeekEnd); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("size of device %s: %w", path, err)
@@ -42,6 +53,17 @@ func openImage(path string) (*imageFile, error) {
 		im.data = dataBlocks(f, size)
 	}
 	return im, nil
+}
+
+// imageMode says whether a file of this mode can be an image: a regular file or a
+// block device. A pipe or a character device has no size to give, and a snapshot's
+// volume size comes first: read as if it had one, it became an empty snapshot.
+func imageMode(mode os.FileMode) bool {
+	return mode.IsRegular() || (mode&os.ModeDevice != 0 && mode&os.ModeCharDevice == 0)
+}
+
+func notAnImage(path string) error {
+	return fmt.Errorf("%s is not a regular file or a block device (a pipe has no size to make a volume of): write the image to a file first", path)
 }
 
 func (im *imageFile) blocks() int64 { return (im.size + blockSize - 1) / blockSize }

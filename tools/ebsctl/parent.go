@@ -18,6 +18,24 @@ type parentView struct {
 	digests map[int64][32]byte // nil when the service cannot tell (real AWS)
 }
 
+// end is one past the parent's last block with data.
+func (pv *parentView) end() int64 {
+	var end int64
+	for i := range pv.has {
+		end = max(end, i+1)
+	}
+	return end
+}
+
+// volumeGiB is a snapshot's volume size, from one page of ListSnapshotBlocks.
+func volumeGiB(ctx context.Context, eb *ebs.Client, id string) (int64, error) {
+	out, err := eb.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: aws.String(id), MaxResults: aws.Int32(100)})
+	if err != nil {
+		return 0, fmt.Errorf("ListSnapshotBlocks %s: %w", id, err)
+	}
+	return aws.ToInt64(out.VolumeSize), nil
+}
+
 // zeroDigest and zeroChecksum are the SHA-256 of an all-zero block.
 var zeroDigest, zeroChecksum = checksum(zeroBlock)
 

@@ -110,16 +110,32 @@ Flags:
 			return err
 		}
 	}
+	// A child is at least its parent's size, and must read zeros past the image's end:
+	// the parent's data there (in the base image, or in its block map) is overwritten.
+	gib, span := im.gib(), im.blocks()
+	if o.parent != "" {
+		parentGiB, err := volumeGiB(ctx, eb, o.parent)
+		if err != nil {
+			return err
+		}
+		gib = max(gib, parentGiB)
+		if base != nil {
+			span = max(span, base.blocks())
+		} else {
+			span = max(span, parent.end())
+		}
+		span = min(span, gib*blocksPerGiB)
+	}
 
 	abs, _ := filepath.Abs(path)
 	fi, _ := os.Stat(path)
 	key := stateKey(abs, strconv.FormatInt(im.size, 10), fi.ModTime().String(), o.parent, o.baseImage, g.endpoint, g.region, o.description, o.tags)
-	state, err := loadUploadState(o.stateDir, key, im.blocks())
+	state, err := loadUploadState(o.stateDir, key, span)
 	if err != nil {
 		return err
 	}
 	in := &ebs.StartSnapshotInput{
-		VolumeSize: aws.Int64(im.gib()), ClientToken: aws.String(state.Token), Timeout: aws.Int32(int32(o.timeout)), Tags: tags,
+		VolumeSize: aws.Int64(gib), ClientToken: aws.String(state.Token), Timeout: aws.Int32(int32(o.timeout)), Tags: tags,
 	}
 	if o.parent != "" {
 		in.ParentSnapshotId = aws.String(o.parent)
@@ -153,7 +169,7 @@ Flags:
 	}
 
 	start := time.Now()
-	sums, err := uploadBlocks(ctx, g, eb, id, im, base, parent, state, o, &res)
+	sums, err := uploadBlocks(ctx, g, eb, id, im, span, base, parent, state, o, &res)
 	if saveErr := state.save(); saveErr != nil && err == nil {
 		err = saveErr
 	}
@@ -184,9 +200,10 @@ Flags:
 	return printUpload(g, stdout, res)
 }
 
-// uploadBlocks sends every block that belongs in the snapshot and returns the digest of
+// uploadBlocks sends every block of the first span that belongs in the snapshot (past
+// the image's end, the zeros that cover a parent's data) and returns the digest of
 // each, including those acknowledged by an earlier, interrupted run.
-func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id string, im, base *imageFile, parent *parentView, state *uploadState, o uploadOptions, res *uploadResult) (map[int64][32]byte, error) {
+func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id string, im *imageFile, span int64, base *imageFile, parent *parentView, state *uploadState, o uploadOptions, res *uploadResult) (map[int64][32]byte, error) {
 	var (
 		mu                       sync.Mutex
 		sums                     = make(map[int64][32]byte)
@@ -196,7 +213,7 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 	defer prog.finish()
 	stopSaver := state.saveEvery(200 * time.Millisecond)
 	defer stopSaver()
-	err := inParallel(ctx, o.workers, im.blocks(), func() func(context.Context, int64) error {
+	err := inParallel(ctx, o.workers, span, func() func(context.Context, int64) error {
 		buf, old := make([]byte, blockSize), make([]byte, blockSize)
 		return func(ctx context.Context, i int64) error {
 			// A hole of a sparse image is zeros without a read; otherwise checking for
@@ -249,7 +266,7 @@ func uploadBlocks(ctx context.Context, g *globalOptions, eb *ebs.Client, id stri
 				SnapshotId: aws.String(id), BlockIndex: aws.Int32(int32(i)), BlockData: bytes.NewReader(data),
 				DataLength: aws.Int32(blockSize), Checksum: aws.String(b64),
 				ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
-				Progress:          aws.Int32(int32(100 * i / max(1, im.blocks()))),
+				Progress:          aws.Int32(int32(100 * i / max(1, span))),
 			})
 			if err != nil {
 				return fmt.Errorf("PutSnapshotBlock %d: %w", i, err)
