@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -358,21 +357,35 @@ func (g *spaceGuard) watch(stop <-chan struct{}) {
 	}
 }
 
-// useTables makes the guard read the LSM tree's size from Badger's table list (no
-// directory listing per put); a size read in the last lsmFresh is reused.
+// useTables makes the guard read the LSM tree's size from Badger's table list, each
+// table's file sized once (no directory listing per put); a size read in the last
+// lsmFresh is reused. Not from TableInfo.OnDiskSize: Badger adds to it the value-log
+// bytes the table's keys point at, so the floor counted every stored block and new
+// data was refused with the disk half empty.
 func (g *spaceGuard) useTables(db *badger.DB) {
-	var cached, at atomic.Int64
+	var (
+		mu     sync.Mutex
+		sizes  = map[uint64]int64{}
+		cached int64
+		at     time.Time
+	)
 	g.lsmBytes = func() int64 {
-		now := time.Now().UnixNano()
-		if now-at.Load() < int64(lsmFresh) {
-			return cached.Load()
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) < lsmFresh {
+			return cached
 		}
+		now := make(map[uint64]int64, len(sizes))
 		var n int64
 		for _, t := range db.Tables() {
-			n += int64(t.OnDiskSize)
+			size, ok := sizes[t.ID]
+			if !ok {
+				size = allocated(filepath.Join(g.dir, fmt.Sprintf("%06d.sst", t.ID)))
+			}
+			now[t.ID] = size
+			n += size
 		}
-		cached.Store(n)
-		at.Store(now)
+		sizes, cached, at = now, n, time.Now()
 		return n
 	}
 }

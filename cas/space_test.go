@@ -159,3 +159,28 @@ func TestSpaceGuardWithoutFallocate(t *testing.T) {
 	_, err = g.admit(n)
 	wantNoSpaceErr(t, err, "one byte short of floor and reserve, no fallocate")
 }
+
+// The floor counts the LSM tree's files, not the blocks in the value log: Badger's own
+// table size (TableInfo.OnDiskSize) adds the value-log bytes its keys point at, and the
+// guard that summed it refused new data with the disk half empty.
+func TestSpaceFloorCountsTablesNotValues(t *testing.T) {
+	s := openGCStore(t)
+	putNoise(t, s, 32, 1) // 16 MiB of blocks in the value log
+	if err := s.settleDiscards(); err != nil { // flush the memtable into a table
+		t.Fatal(err)
+	}
+	var badgerSays int64
+	for _, ti := range s.db.Tables() {
+		badgerSays += int64(ti.OnDiskSize)
+	}
+	fresh := &spaceGuard{dir: s.opts.Dir} // the store's own guard may hold a size from before the flush
+	fresh.useTables(s.db)
+	lsm, tables := fresh.lsmBytes(), filesBytes(s.opts.Dir, ".sst")
+	t.Logf("tables on disk %d KiB, the guard counts %d KiB, Badger's OnDiskSize %d KiB", tables>>10, lsm>>10, badgerSays>>10)
+	if badgerSays < 16<<20 {
+		t.Fatalf("Badger's table sizes add up to %d KiB, no longer the value-log bytes: the test shows nothing", badgerSays>>10)
+	}
+	if lsm != tables || lsm > 1<<20 {
+		t.Fatalf("the guard counts %d KiB of LSM tree for %d KiB of table files", lsm>>10, tables>>10)
+	}
+}
