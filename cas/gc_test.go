@@ -291,8 +291,8 @@ func TestOpenViewPinsDeletedSnapshot(t *testing.T) {
 	}
 }
 
-// A crash between creating a value-log file and sizing it leaves an empty file; the
-// store must still open.
+// A crash between creating a value-log or memtable file and sizing it leaves an empty
+// file (a kill -9 during a collection left an empty .mem); the store must still open.
 func TestOpenSurvivesEmptyValueLogFile(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(Options{Dir: dir, ExpireInterval: -1})
@@ -310,13 +310,14 @@ func TestOpenSurvivesEmptyValueLogFile(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	empty := filepath.Join(dir, "000099.vlog")
-	if err := os.WriteFile(empty, nil, 0o644); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"000099.vlog", "00099.mem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s, err = Open(Options{Dir: dir, ExpireInterval: -1})
 	if err != nil {
-		t.Fatalf("open with an empty value-log file: %v", err)
+		t.Fatalf("open with an empty value-log and memtable file: %v", err)
 	}
 	defer s.Close()
 	if _, err := s.Snapshot(context.Background(), owner, id); err != nil {

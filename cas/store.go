@@ -313,23 +313,28 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// removeEmptyValueLogs deletes value-log files of zero bytes. Badger creates a value-log
-// file and then sizes it; a crash in between leaves an empty file that Badger v4 then
-// refuses to open ("Create a new file"), so the store would never start again. An empty
-// file holds nothing a value pointer can refer to.
+// removeEmptyValueLogs deletes value-log and memtable files of zero bytes. Badger
+// creates such a file and then sizes it; a crash in between leaves an empty file that
+// Badger v4 then refuses to open ("Create a new file"), so the store would never start
+// again. An empty file holds nothing: no value pointer refers into an empty value log,
+// and an empty memtable log has no entries to replay.
 func removeEmptyValueLogs(dir string, log *slog.Logger) error {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	if err != nil {
-		return fmt.Errorf("cas: list value logs: %w", err)
+	var paths []string
+	for _, pattern := range []string{"*.vlog", "*.mem"} {
+		p, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return fmt.Errorf("cas: list value logs: %w", err)
+		}
+		paths = append(paths, p...)
 	}
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil || fi.Size() != 0 {
 			continue
 		}
-		log.Warn("removing empty value-log file left by a crash", "file", p)
+		log.Warn("removing empty file left by a crash", "file", p)
 		if err := os.Remove(p); err != nil {
-			return fmt.Errorf("cas: remove empty value log: %w", err)
+			return fmt.Errorf("cas: remove empty %s: %w", filepath.Base(p), err)
 		}
 	}
 	return nil
