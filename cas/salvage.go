@@ -26,7 +26,8 @@ import (
 )
 
 // badTable finds the table file Badger names when it refuses to open one.
-var badTable = regexp.MustCompile(`Opening table: "([^"]+\.sst)"`)
+// (at open, or from the check of every table's blocks that follows it).
+var badTable = regexp.MustCompile(`(?:Opening table: "|damaged table: )([^",]+\.sst)`)
 
 // openFailure explains a Badger open error. A damaged table file makes Badger refuse the
 // whole store; the operator needs to know which file, that nothing was changed, and how
@@ -217,6 +218,9 @@ func corruptTables(dir string) ([]string, error) {
 	var bad []string
 	for _, p := range paths {
 		if err := checkTable(p); err != nil {
+			if _, serr := os.Stat(p); errors.Is(serr, os.ErrNotExist) {
+				continue // compacted away meanwhile (a running store)
+			}
 			bad = append(bad, p)
 		}
 	}
