@@ -209,6 +209,16 @@ func (g *spaceGuard) needLocked(n, lsm int64) int64 {
 	return g.floor(lsm) + max(g.target-g.held, 0) + g.inflight + n
 }
 
+// hysteresisLocked is what new data needs beyond needLocked while it is being refused:
+// refusing is a state, which ends once there is some room again, not at every block a
+// finished put or a collection frees (accepting and refusing by turns).
+func (g *spaceGuard) hysteresisLocked() int64 {
+	if g.refusing {
+		return resumeSlack
+	}
+	return 0
+}
+
 // resumeSlack is the room beyond floor and reserve the file system must have before a
 // released ballast is allocated again: new data resumes when a few MiB can be taken,
 // not at every block GC or a deleted file frees (which would refuse and accept by
@@ -234,15 +244,17 @@ func (g *spaceGuard) admit(n int64) (done func(), err error) {
 			return nil, fmt.Errorf("cas: %w", err)
 		}
 	}
-	if need := g.needLocked(n, lsm); g.ballast != nil && g.held < g.target || int64(free) < need {
+	if need := g.needLocked(n, lsm) + g.hysteresisLocked(); g.ballast != nil && g.held < g.target || int64(free) < need {
 		g.log.Debug("refusing new data", "free", free, "needed", need, "held", g.held)
 		if !g.refusing {
 			g.refusing = true
 			g.log.Warn("data directory nearly full: refusing new data; deletes and garbage collection go on",
 				"dir", g.dir, "free", free, "needed", need, "reserve", g.target)
 		}
-		// Whatever space the ballast holds now belongs to deletes and collections.
-		g.releaseLocked()
+		// The ballast stays: only a delete or a collection that needs its space
+		// releases it (maintain), the moment it writes. Released here, at the first
+		// refused put, it went to whichever program was filling the disk, and the
+		// deletes and collections it was kept for found nothing (DESIGN.md rule 18).
 		return nil, fmt.Errorf("cas: %w: %s has %d bytes free; new data is refused while less than %d bytes for Badger's flushes and compactions plus a reserve of %d that only deletes and garbage collection may use are free (delete snapshots and run GC, or free space on the file system)",
 			ErrNoSpace, g.dir, free, g.floor(lsm), g.target)
 	}
@@ -420,7 +432,7 @@ func (s *Store) Space() (SpaceStatus, error) {
 	lsm := g.lsmBytes()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	accepting := int64(free) >= g.needLocked(0, lsm)
+	accepting := int64(free) >= g.needLocked(0, lsm)+g.hysteresisLocked()
 	if g.ballast != nil && g.held < g.target {
 		accepting = int64(free) >= g.floor(lsm)+g.target-g.held+resumeSlack
 	}

@@ -44,8 +44,10 @@ func wantNoSpaceErr(t *testing.T, err error, what string) {
 }
 
 // New data is taken while floor, reserve and what is in flight stay free, and refused
-// one byte short of that; the refusal hands the reserve to deletes and collections,
-// and new data comes back only once the whole reserve (and some room) is free again.
+// one byte short of that. A refusal keeps the reserve in the ballast: released then,
+// another program filling the disk would take it; a delete or collection releases it
+// when it needs it. New data comes back only once the whole reserve (and some room) is
+// free again.
 func TestSpaceGuardRefusesNewDataBeforeTheReserve(t *testing.T) {
 	const n = BlockSize
 	g, fs := newTestGuard(t, 100<<20)
@@ -63,18 +65,24 @@ func TestSpaceGuardRefusesNewDataBeforeTheReserve(t *testing.T) {
 	// A second put in flight needs its own room: the first has not written yet.
 	_, err = g.admit(n)
 	wantNoSpaceErr(t, err, "second put while the first is in flight")
-	if g.held != 0 {
-		t.Fatalf("refusal left the ballast holding %d bytes: deletes and GC could not use it", g.held)
+	if g.held != g.target {
+		t.Fatalf("a refused put left the ballast holding %d of %d bytes: the rest is free for any program", g.held, g.target)
 	}
 	done()
 
-	// With the ballast released, free space now includes the reserve, yet new data
-	// stays refused: the reserve belongs to deletes and collections.
+	// Another program takes more: a delete finds less than the floor free and gets
+	// the ballast's space.
+	fs.pool = g.target + floor - 1
+	if err := g.maintain(); err != nil {
+		t.Fatalf("a delete with the reserve in the ballast: %v", err)
+	}
+	if g.held != 0 {
+		t.Fatalf("a delete below the floor left the ballast holding %d bytes", g.held)
+	}
+	// With the ballast released, free space includes the reserve, yet new data stays
+	// refused: the reserve belongs to deletes and collections.
 	_, err = g.admit(n)
 	wantNoSpaceErr(t, err, "new data with the reserve released")
-	if err := g.maintain(); err != nil {
-		t.Fatalf("a delete with the reserve free: %v", err)
-	}
 
 	// GC gives space back: enough for the reserve and the slack, new data resumes and
 	// the reserve is held in the ballast again first.
