@@ -173,7 +173,7 @@ func TestSpaceGuardWithoutFallocate(t *testing.T) {
 // guard that summed it refused new data with the disk half empty.
 func TestSpaceFloorCountsTablesNotValues(t *testing.T) {
 	s := openGCStore(t)
-	putNoise(t, s, 32, 1) // 16 MiB of blocks in the value log
+	putNoise(t, s, 32, 1)                      // 16 MiB of blocks in the value log
 	if err := s.settleDiscards(); err != nil { // flush the memtable into a table
 		t.Fatal(err)
 	}
