@@ -19,6 +19,8 @@ import (
 // one per block (group_commit.go).
 type badgerBlocks struct {
 	db *badger.DB
+	// sync is the store's one Sync of the DB (badger_sync.go).
+	sync *valueLogSync
 	// gate is taken around every write: the store holds it exclusively while a
 	// collection flushes Badger's memtable, which makes Badger refuse writes.
 	gate func(func() error) error
@@ -191,7 +193,7 @@ func (b *badgerBlocks) walkTags(ctx context.Context, from core.Digest, fn func(d
 }
 
 func (b *badgerBlocks) Sync(context.Context) error {
-	if err := b.db.Sync(); err != nil {
+	if err := b.sync.Sync(); err != nil {
 		return fmt.Errorf("badger blocks: fsync: %w", err)
 	}
 	return nil

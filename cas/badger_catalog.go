@@ -17,6 +17,8 @@ import (
 // conflict); named locks live in this process, the only one that can open the DB.
 type badgerCatalog struct {
 	db *badger.DB
+	// sync is the store's one Sync of the DB (badger_sync.go).
+	sync *valueLogSync
 	// gate is taken around every write: the store holds it exclusively while a
 	// collection flushes Badger's memtable, which makes Badger refuse writes.
 	gate  func(func() error) error
@@ -86,7 +88,7 @@ func (c *badgerCatalog) once(write bool, tx *badgerTx, fn func(core.CatalogTx) e
 }
 
 func (c *badgerCatalog) Sync(context.Context) error {
-	if err := c.db.Sync(); err != nil {
+	if err := c.sync.Sync(); err != nil {
 		return fmt.Errorf("badger catalog: fsync: %w", err)
 	}
 	return nil

@@ -128,7 +128,9 @@ type Store struct {
 	// collection flushes Badger's memtable (which makes Badger refuse writes): writers
 	// wait a moment instead of failing.
 	writeGate sync.RWMutex
-	gcMu      sync.Mutex // one collection at a time
+	// dbSync is the one Sync of Badger, which the embedded engines share.
+	dbSync *valueLogSync
+	gcMu   sync.Mutex // one collection at a time
 	// unmovable is what the value log still exceeded the live stored bytes by after
 	// the last collection that rotated it: not garbage a rewrite can give back
 	// (gc_space.go). Guarded by gcMu.
@@ -234,10 +236,11 @@ func Open(opts Options) (*Store, error) {
 		writes: make(chan *writeOp),
 		space:  space,
 	}
+	s.dbSync = newValueLogSync(db, opts.Dir)
 	s.daemonID = core.NewSnapshotID()[len("snap-"):]
 	s.cat = opts.Catalog
 	if s.cat == nil {
-		s.localCat = &badgerCatalog{db: db, gate: s.gated}
+		s.localCat = &badgerCatalog{db: db, gate: s.gated, sync: s.dbSync}
 		s.cat = s.localCat
 	}
 	if opts.WrapCatalog != nil {
@@ -246,7 +249,7 @@ func Open(opts Options) (*Store, error) {
 	s.blocks = opts.Blocks
 	s.groupBlockBytes = maxGroupBytes
 	if s.blocks == nil {
-		s.local = &badgerBlocks{db: db, gate: s.gated, maxTxnBytes: int(opts.ValueLogFileSize / 2)}
+		s.local = &badgerBlocks{db: db, gate: s.gated, sync: s.dbSync, maxTxnBytes: int(opts.ValueLogFileSize / 2)}
 		s.blocks = s.local
 		s.groupBlockBytes = s.local.maxTxnBytes
 	}
@@ -404,7 +407,7 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeResources() error {
-	syncErr := s.db.Sync()
+	syncErr := s.dbSync.Sync()
 	err := s.db.Close()
 	s.space.close()
 	s.comp.close()
