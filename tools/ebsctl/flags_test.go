@@ -97,6 +97,14 @@ func TestSubcommandHelp(t *testing.T) {
 	}
 }
 
+// `ebsctl help` alone shows the usage that offers it, and exits 0.
+func TestHelpWithoutACommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "ebsctl help COMMAND") {
+		t.Fatalf("ebsctl help: exit %d\n%s", code, stderr.String())
+	}
+}
+
 // bench takes its flags and the global ones after the image files; "--" lets an image
 // name start with a dash.
 func TestBenchFlagsAfterImages(t *testing.T) {

@@ -70,8 +70,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name, args := fs.Arg(0), fs.Args()[1:]
-	if name == "help" && len(args) == 1 {
-		name, args = args[0], []string{"--help"}
+	if name == "help" {
+		if len(args) == 0 { // what the usage offers, without a command: the usage
+			fs.Usage()
+			return 0
+		}
+		if len(args) == 1 {
+			name, args = args[0], []string{"--help"}
+		}
 	}
 	for _, c := range commands() {
 		if c.name == name {
