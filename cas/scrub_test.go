@@ -190,6 +190,9 @@ func TestScrubFindsCorruptBlockWithItsSnapshotsAndIndexes(t *testing.T) {
 	if !s.knownCorrupt(d) {
 		t.Fatal("scrub did not mark the block it found")
 	}
+	if st := stats(t, s); st.KnownCorruptBlocks != 1 {
+		t.Fatalf("stats count %d known corrupt blocks after the scrub found one", st.KnownCorruptBlocks)
+	}
 	if _, err := s.CompleteSnapshot(ctx, owner, b, 1, nil); !errors.Is(err, ErrCorruptMapped) {
 		t.Fatalf("complete of a snapshot mapping the block scrub found: %v", err)
 	}
@@ -203,6 +206,9 @@ func TestScrubFindsCorruptBlockWithItsSnapshotsAndIndexes(t *testing.T) {
 		t.Fatalf("scrub after healing: %+v, want nothing corrupt", rep)
 	}
 	complete(t, s, b, 1)
+	if st := stats(t, s); st.KnownCorruptBlocks != 0 {
+		t.Fatalf("stats count %d known corrupt blocks after the heal", st.KnownCorruptBlocks)
+	}
 	tot := s.ScrubTotals()
 	if tot.Runs != 2 || tot.CorruptBlocksFound != 1 || tot.CorruptBlocksKnown != 0 {
 		t.Fatalf("totals %+v, want 2 runs, 1 corrupt found, none known now", tot)

@@ -25,6 +25,9 @@ type Stats struct {
 	// CorruptRecords are block-map entries whose value is not a digest (it has the
 	// wrong length); each is logged. They count in MappedBlocks.
 	CorruptRecords int64 `json:"corruptRecords,omitempty"`
+	// KnownCorruptBlocks are stored blocks a read or a scrub found corrupt and no put
+	// has healed yet (`ebsctl scrub` lists them with the snapshots that map them).
+	KnownCorruptBlocks int64 `json:"knownCorruptBlocks"`
 	// LSMBytes and VlogBytes are Badger's own file sizes.
 	LSMBytes  int64 `json:"lsmBytes"`
 	VlogBytes int64 `json:"vlogBytes"`
@@ -44,6 +47,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	s.snapsMu.RLock()
 	st.Snapshots = len(s.snaps)
 	s.snapsMu.RUnlock()
+	st.KnownCorruptBlocks = s.heal.n.Load()
 	count := func(_ Digest, size int64, tag byte) error {
 		st.UniqueBlocks++
 		st.StoredBytes += size

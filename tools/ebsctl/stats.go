@@ -33,6 +33,9 @@ func runStats(ctx context.Context, g *globalOptions, args []string, stdout io.Wr
 	fmt.Fprintf(tw, "  of which zero\t%d\n", st.ZeroBlocks)
 	fmt.Fprintf(tw, "unique non-zero blocks\t%d (%s)\n", st.UniqueBlocks, mib(st.UniqueBlocks*blockSize))
 	fmt.Fprintf(tw, "stored bytes\t%s\n", mib(st.StoredBytes))
+	if st.KnownCorruptBlocks > 0 {
+		fmt.Fprintf(tw, "known corrupt blocks\t%d (ebsctl scrub lists them and how to heal them)\n", st.KnownCorruptBlocks)
+	}
 	if st.UniqueBlocks > 0 && st.StoredBytes > 0 {
 		fmt.Fprintf(tw, "dedup ratio\t%.2f\n", float64(written)/float64(st.UniqueBlocks))
 		fmt.Fprintf(tw, "compression ratio\t%.2f\n", float64(st.UniqueBlocks*blockSize)/float64(st.StoredBytes))
@@ -58,6 +61,8 @@ type storeStats struct {
 	StoredBytes  int64 `json:"storedBytes"`
 	MappedBlocks int64 `json:"mappedBlocks"`
 	ZeroBlocks   int64 `json:"zeroBlocks"`
+	// KnownCorruptBlocks are blocks found corrupt and not healed yet.
+	KnownCorruptBlocks int64 `json:"knownCorruptBlocks"`
 	// Settling (ebsd --recompress): blocks re-encoded smaller while the daemon was idle.
 	// A daemon that predates it sends none of these, which reads as "never settled".
 	SettledBlocks   int64         `json:"settledBlocks"`
