@@ -215,6 +215,21 @@ func corruptTables(dir string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cas: list table files: %w", err)
 	}
+	return corruptTablesOf(paths), nil
+}
+
+// liveTables are the table files an open DB reads from: not the one a flush or a
+// compaction is writing, which is no table yet (and would not verify).
+func liveTables(db *badger.DB, dir string) []string {
+	var paths []string
+	for _, t := range db.Tables() {
+		paths = append(paths, filepath.Join(dir, fmt.Sprintf("%06d.sst", t.ID)))
+	}
+	return paths
+}
+
+// corruptTablesOf returns the table files among paths that fail their checksums.
+func corruptTablesOf(paths []string) []string {
 	var bad []string
 	for _, p := range paths {
 		if err := checkTable(p); err != nil {
@@ -224,7 +239,7 @@ func corruptTables(dir string) ([]string, error) {
 			bad = append(bad, p)
 		}
 	}
-	return bad, nil
+	return bad
 }
 
 // checkTable opens one table file with every checksum verified. A damaged file may

@@ -137,9 +137,7 @@ func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err
 	if err := s.scrubRecords(ctx, &rep); err != nil {
 		return rep, err
 	}
-	if err := s.scrubTables(&rep); err != nil {
-		return rep, err
-	}
+	s.scrubTables(&rep)
 	if err := s.dropUnneededMarks(corrupt, &rep); err != nil {
 		return rep, err
 	}
@@ -160,19 +158,14 @@ func (s *Store) Scrub(ctx context.Context, o ScrubOptions) (rep ScrubReport, err
 // keys after it (block-map entries, records) look absent, and no other check of the
 // scrub can tell them from keys never written. A damaged table counts as a corrupt
 // record; the way out is a salvage.
-func (s *Store) scrubTables(rep *ScrubReport) error {
-	bad, err := corruptTables(s.opts.Dir)
-	if err != nil {
-		return err
-	}
-	for _, p := range bad {
+func (s *Store) scrubTables(rep *ScrubReport) {
+	for _, p := range corruptTablesOf(liveTables(s.db, s.opts.Dir)) {
 		rep.CorruptRecordCount++
 		if len(rep.CorruptRecords) < maxReportedRecords {
 			rep.CorruptRecords = append(rep.CorruptRecords, CorruptRecord{Key: "table file " + filepath.Base(p),
 				Problem: "a block fails its checksum, so the keys after it may read as absent: salvage the store (docs/salvage.md)"})
 		}
 	}
-	return nil
 }
 
 // scrubBlocks verifies every stored block: the block store lists a batch of digests,

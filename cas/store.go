@@ -206,17 +206,14 @@ func Open(opts Options) (*Store, error) {
 	}
 	// Badger checks a table block's checksum when it reads the block, but an iterator
 	// that meets a bad one ends there without an error: a snapshot's block map ended
-	// early, and its blocks read as zeros. Every table is read and checked once here
-	// (after Badger has dropped the orphans of an interrupted compaction), so a damaged
-	// one is named and the store refused, as when Badger cannot open it. Not with
-	// DB.VerifyChecksum: under OnBlockRead it panics on the first bad block.
-	if bad, err := corruptTables(opts.Dir); err != nil || len(bad) > 0 {
+	// early, and its blocks read as zeros. Every table of the DB (not a file a flush
+	// of the replayed memtable is writing meanwhile) is read and checked once here, so
+	// a damaged one is named and the store refused, as when Badger cannot open it. Not
+	// with DB.VerifyChecksum: under OnBlockRead it panics on the first bad block.
+	if bad := corruptTablesOf(liveTables(db, opts.Dir)); len(bad) > 0 {
 		_ = db.Close()
 		space.close()
-		if err == nil {
-			err = fmt.Errorf("damaged table: %s (a block fails its checksum)", bad[0])
-		}
-		return nil, openFailure(opts.Dir, err)
+		return nil, openFailure(opts.Dir, fmt.Errorf("damaged table: %s (a block fails its checksum)", bad[0]))
 	}
 	comp, err := newCompressor(opts.Compression)
 	if err != nil {
