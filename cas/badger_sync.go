@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -62,17 +59,12 @@ func (v *valueLogSync) Sync() error {
 
 // syncBelow fsyncs the value-log files numbered from v.synced up to head (excluded).
 func (v *valueLogSync) syncBelow(head uint64) error {
-	paths, err := filepath.Glob(filepath.Join(v.dir, "*.vlog"))
-	if err != nil {
-		return fmt.Errorf("list value logs: %w", err)
-	}
-	for _, p := range paths {
-		fid, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".vlog"), 10, 32)
-		if err != nil || fid < v.synced || fid >= head {
+	for _, f := range valueLogFiles(v.dir) {
+		if f.fid < v.synced || f.fid >= head {
 			continue
 		}
-		if err := v.fsync(p); err != nil && !errors.Is(err, os.ErrNotExist) { // collected meanwhile
-			return fmt.Errorf("fsync %s: %w", p, err)
+		if err := v.fsync(f.path); err != nil && !errors.Is(err, os.ErrNotExist) { // collected meanwhile
+			return fmt.Errorf("fsync %s: %w", f.path, err)
 		}
 	}
 	return nil

@@ -3,8 +3,6 @@ package cas
 import (
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -20,10 +18,9 @@ func TestSyncCoversRotatedValueLogFiles(t *testing.T) {
 	putNoise(t, s, 8, 1) // 4 MiB of raw blocks: several rotations, then a completion's Sync
 	head, _ := headValueLogPath(s.opts.Dir)
 	var want []string
-	paths, _ := filepath.Glob(filepath.Join(s.opts.Dir, "*.vlog"))
-	for _, p := range paths {
-		if fid, _ := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".vlog"), 10, 32); fid >= first && fid < head {
-			want = append(want, filepath.Base(p))
+	for _, f := range valueLogFiles(s.opts.Dir) {
+		if f.fid >= first && f.fid < head {
+			want = append(want, filepath.Base(f.path))
 		}
 	}
 	slices.Sort(synced)

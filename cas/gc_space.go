@@ -299,14 +299,30 @@ func headValueLog(dir string) (fid uint64, used int64) {
 // headValueLogPath returns the number and path of the value-log file Badger writes
 // (the highest), or 0 when there is none.
 func headValueLogPath(dir string) (fid uint64, head string) {
-	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	for _, p := range paths {
-		n, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".vlog"), 10, 32)
-		if err == nil && n > fid {
-			fid, head = n, p
+	for _, f := range valueLogFiles(dir) {
+		if f.fid > fid {
+			fid, head = f.fid, f.path
 		}
 	}
 	return fid, head
+}
+
+// valueLogFile is one of Badger's value-log files, by its number.
+type valueLogFile struct {
+	fid  uint64
+	path string
+}
+
+// valueLogFiles lists the value-log files in dir.
+func valueLogFiles(dir string) []valueLogFile {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	files := make([]valueLogFile, 0, len(paths))
+	for _, p := range paths {
+		if fid, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".vlog"), 10, 32); err == nil {
+			files = append(files, valueLogFile{fid: fid, path: p})
+		}
+	}
+	return files
 }
 
 // writtenLength is how much of the value-log file Badger writes it has written. The
@@ -359,14 +375,17 @@ func (s *Store) countValueLogFiles() int {
 // that any rewrite could shrink; counting them would make every collection rewrite in
 // vain on a store with many large maps.
 func valueLogBytes(dir string) int64 {
-	paths, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	_, head := headValueLogPath(dir)
+	files := valueLogFiles(dir)
+	var head uint64
+	for _, f := range files {
+		head = max(head, f.fid)
+	}
 	var n int64
-	for _, p := range paths {
-		if p == head {
-			n += writtenLength(p)
+	for _, f := range files {
+		if f.fid == head {
+			n += writtenLength(f.path)
 		} else {
-			n += allocated(p)
+			n += allocated(f.path)
 		}
 	}
 	return n
