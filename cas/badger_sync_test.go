@@ -1,6 +1,7 @@
 package cas
 
 import (
+	"context"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -36,4 +37,29 @@ func TestSyncCoversRotatedValueLogFiles(t *testing.T) {
 	if len(synced) != n {
 		t.Fatalf("a Sync with nothing rotated since fsynced again: %v", synced)
 	}
+}
+
+// A collection's rewrite moves live values into new value-log files and deletes the
+// old ones; the moved values are fsynced right after it, not at some later
+// completion, so a power cut does not take them with the deleted file.
+func TestValueLogRewriteIsSynced(t *testing.T) {
+	s := openGCStore(t)
+	ctx := context.Background()
+	keep := putNoise(t, s, 6, 1)
+	gone := putNoise(t, s, 6, 100)
+	if err := s.DeleteSnapshot(ctx, owner, gone); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.GC(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := headValueLogPath(s.opts.Dir)
+	s.dbSync.mu.Lock()
+	synced := s.dbSync.synced
+	s.dbSync.mu.Unlock()
+	if rep.ValueLogFilesRewritten == 0 || synced != head {
+		t.Fatalf("after %d rewrites the value log is synced below file %d, the head is %d", rep.ValueLogFilesRewritten, synced, head)
+	}
+	readView(t, s, keep)
 }
