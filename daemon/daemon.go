@@ -279,20 +279,22 @@ func (d *daemon) closeBackends() error {
 	var err error
 	ctx, cancel := context.WithTimeout(context.Background(), d.grace+shutdownGrace)
 	defer cancel()
+	stillServing := false
 	if d.mount != nil {
 		if merr := d.mount.Close(ctx); merr != nil {
 			err = errors.Join(err, merr)
-			if errors.Is(merr, fusefs.ErrStillServing) {
-				// A read may still reach the store: closing it would unmap the value
-				// log under that read. Left open, it recovers at the next start as
-				// after a crash, which loses nothing acknowledged (DESIGN.md).
-				return errors.Join(err, errors.New("the store was left open; it recovers on the next start as after a crash"))
-			}
+			stillServing = errors.Is(merr, fusefs.ErrStillServing)
 		}
 	}
 	// After the unmount: a mount check still in flight ends with it.
 	if oerr := d.ops.stop(ctx); oerr != nil {
 		err = errors.Join(err, oerr)
+	}
+	if stillServing {
+		// A read may still reach the store: closing it would unmap the value log
+		// under that read. Left open, it recovers at the next start as after a
+		// crash, which loses nothing acknowledged (DESIGN.md).
+		return errors.Join(err, errors.New("the store was left open; it recovers on the next start as after a crash"))
 	}
 	d.cache.Close()
 	if cerr := d.store.Close(); cerr != nil {
