@@ -16,6 +16,7 @@ import (
 type parentView struct {
 	has     map[int64]bool
 	digests map[int64][32]byte // nil when the service cannot tell (real AWS)
+	gib     int64              // the parent's volume size; 0 until known
 }
 
 // end is one past the parent's last block with data.
@@ -45,11 +46,11 @@ func loadParent(ctx context.Context, g *globalOptions, eb *ebs.Client, parent st
 	if pv, err := parentDigests(ctx, g, parent); err == nil {
 		return pv, nil
 	}
-	blocks, _, err := listBlocks(ctx, eb, parent)
+	blocks, gib, err := listBlocks(ctx, eb, parent)
 	if err != nil {
 		return nil, err
 	}
-	pv := &parentView{has: make(map[int64]bool, len(blocks))}
+	pv := &parentView{has: make(map[int64]bool, len(blocks)), gib: gib}
 	for _, b := range blocks {
 		pv.has[int64(aws.ToInt32(b.BlockIndex))] = true
 	}

@@ -114,9 +114,14 @@ Flags:
 	// the parent's data there (in the base image, or in its block map) is overwritten.
 	gib, span := im.gib(), im.blocks()
 	if o.parent != "" {
-		parentGiB, err := volumeGiB(ctx, eb, o.parent)
-		if err != nil {
-			return err
+		var parentGiB int64
+		if parent != nil {
+			parentGiB = parent.gib // the block listing said it
+		}
+		if parentGiB == 0 {
+			if parentGiB, err = volumeGiB(ctx, eb, o.parent); err != nil {
+				return err
+			}
 		}
 		gib = max(gib, parentGiB)
 		if base != nil {
